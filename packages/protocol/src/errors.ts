@@ -1,0 +1,86 @@
+/**
+ * One error type for the whole protocol, with stable codes (spec §Errors).
+ * Tests and clients match on `code`, never on `message`.
+ * The HTTP status of every code lives in this one table so the server maps errors in one place.
+ */
+
+export const ERROR_CODES = {
+  // Canonical encoding (spec §2)
+  'encoding.truncated': { status: 400, text: 'input ended before the structure did' },
+  'encoding.trailing_bytes': { status: 400, text: 'bytes left over after the structure' },
+  'encoding.non_minimal': { status: 400, text: 'a length or integer is not minimally encoded' },
+  'encoding.unknown_version': { status: 400, text: 'unknown version or suite' },
+  'encoding.bad_value': { status: 400, text: 'a field has a value the spec does not allow' },
+  'encoding.too_large': { status: 400, text: 'a field or list is larger than its limit' },
+
+  // Cryptography (spec §3)
+  'crypto.bad_signature': { status: 400, text: 'signature does not verify' },
+  'crypto.bad_key': { status: 400, text: 'key is malformed, non-canonical or of small order' },
+  'crypto.bad_certificate': { status: 400, text: 'certificate does not chain to the identity key' },
+  'crypto.decrypt_failed': { status: 400, text: 'authenticated decryption failed' },
+
+  // Topic log (spec §9–§11)
+  'log.bad_proof': { status: 400, text: 'Merkle proof does not verify' },
+  'log.bad_checkpoint': { status: 400, text: 'checkpoint is malformed or wrongly signed' },
+  'log.fork': { status: 409, text: 'two different logs for the same topic and size' },
+  'log.rollback': { status: 409, text: 'log head went backwards' },
+  'log.gap': { status: 409, text: 'entries are missing from the log' },
+  'log.replay': { status: 409, text: 'an entry was delivered again' },
+  'log.reorder': { status: 409, text: 'an entry arrived at the wrong position' },
+  'log.bad_head': { status: 409, text: 'the claimed log head does not match the log' },
+
+  // Topic state machine (spec §7–§8)
+  'topic.unknown': { status: 404, text: 'no such topic' },
+  'topic.exists': { status: 409, text: 'topic already exists' },
+  'topic.wrong_topic': { status: 400, text: 'structure names another topic' },
+  'topic.wrong_host': { status: 400, text: 'topic is hosted by another server' },
+  'topic.bad_parent': { status: 409, text: 'update does not follow the current topic state' },
+  'topic.bad_epoch': { status: 400, text: 'epoch does not follow the rules of this update' },
+  'topic.stale_epoch': { status: 409, text: 'message is for an epoch that is not current' },
+  'topic.not_member': { status: 403, text: 'not a member of this topic' },
+  'topic.not_admin': { status: 403, text: 'only an admin may do this' },
+  'topic.read_only': { status: 403, text: 'observers cannot post' },
+  'topic.already_member': { status: 409, text: 'user is already a member' },
+  'topic.bad_member_id': { status: 400, text: 'member id is not the next free id' },
+  'topic.bad_role': { status: 400, text: 'role is not allowed here' },
+  'topic.last_admin': { status: 409, text: 'the topic would be left without an admin' },
+  'topic.no_change': { status: 400, text: 'update changes nothing' },
+  'topic.duplicate_key': { status: 400, text: 'topic key is already used in this topic' },
+  'topic.too_many_members': { status: 400, text: 'member limit reached' },
+  'topic.rekey_required': { status: 400, text: 'this update must start a new epoch' },
+  'topic.bad_key_shares': { status: 400, text: 'key shares do not match the members who must get one' },
+  'topic.bad_key_share': { status: 400, text: 'key share does not open to the committed epoch secret' },
+  'topic.bad_backward_link': { status: 400, text: 'backward link is missing, unexpected or invalid' },
+  'topic.replay': { status: 409, text: 'message was already posted' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class RendezvousError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>) {
+    super(message ?? ERROR_CODES[code].text);
+    this.name = 'RendezvousError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.details = details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/** Throws a RendezvousError with `code` unless `cond` holds. */
+export function check(cond: unknown, code: ErrorCode, message?: string): asserts cond {
+  if (!cond) throw new RendezvousError(code, message);
+}
+
+export function isRendezvousError(e: unknown, code?: ErrorCode): e is RendezvousError {
+  return e instanceof RendezvousError && (code === undefined || e.code === code);
+}
