@@ -57,7 +57,7 @@ export type Random = (n: number) => Uint8Array;
  */
 export function deterministicRandom(provider: CryptoProvider, seed: Uint8Array): Random {
   let counter = 0;
-  let pool = new Uint8Array(0);
+  let pool: Uint8Array = new Uint8Array(0);
   return (n: number) => {
     const out = new Uint8Array(n);
     let o = 0;
