@@ -12,9 +12,8 @@
  * become complete: appending record n stores its leaf hash plus one hash for each subtree it
  * completes (one per trailing 1 bit of n), so at most 1 + log2(n + 1) hashes are written per
  * append, the store for n records holds exactly 2n - popcount(n) hashes, and nothing is ever
- * rewritten.
- * Every tree hash, inclusion proof and consistency proof is then built from O(log n) stored
- * hashes alone: no leaf data is re-read and no tree is rebuilt.
+ * rewritten. Every tree hash, inclusion proof and consistency proof is then built from
+ * O(log n) stored hashes alone: no leaf data is re-read and no tree is rebuilt.
  *
  * Storage is one sync method, `HashReader.readHashes(indexes)`. For an async store, every
  * function that reads has a pure twin that says in advance which indexes it will ask for

@@ -4,9 +4,12 @@
  *
  * Why build HPKE here instead of using a library: HPKE is a thin composition of primitives the
  * provider already has (X25519, HKDF-SHA256, the AEADs). @hpke/core was measured at about 500
- * seals/s on our machines because its X25519 is pure JavaScript, while node:crypto's X25519 is
- * roughly 30 times faster; the server wraps an epoch secret to every member of a topic, so that
- * matters. Building over `CryptoProvider` also keeps the one-place-for-primitives rule (spec §3):
+ * seals/s on our machines (and ~340/s on a 2-core box) because its X25519 is pure JavaScript,
+ * while node:crypto's X25519 scalar multiplication is roughly 30 times faster; an epoch secret
+ * is wrapped to every member of a topic, so that matters. (Over the node provider, a seal costs
+ * two scalar multiplications plus raw-key imports into node:crypto, so key import speed in
+ * node.ts bounds our throughput, not the curve.) It is also synchronous, which @hpke/core is
+ * not. Building over `CryptoProvider` keeps the one-place-for-primitives rule (spec §3):
  * nothing in this file computes a primitive by hand, and the node and noble providers give the
  * same bytes. The test suite checks every mode_base vector of RFC 9180 Appendix A for our suites
  * and runs a differential test against @hpke/core.
