@@ -279,9 +279,10 @@ export function generateVectors(): Record<string, unknown> {
   upd('last admin demotes itself', 'topic.last_admin', demote, 1);
 
   // Messages are checked against the final state, the log before the message, and epochStartSize.
-  const msgCase = (name: string, code: string, m: typeof message) =>
-    rejects.push({ name, kind: 'message', code, encoded: hex(encodeMessage(m)) });
-  msgCase('replayed nonce', 'topic.replay', message);
+  // Every message case is checked with no nonce seen, except where `seen_nonces` lists some.
+  const msgCase = (name: string, code: string, m: typeof message, extra: Record<string, unknown> = {}) =>
+    rejects.push({ name, kind: 'message', code, encoded: hex(encodeMessage(m)), ...extra });
+  msgCase('replayed nonce', 'topic.replay', message, { seen_nonces: [hex(message.nonce)] });
   msgCase('tampered ciphertext', 'crypto.bad_signature', { ...message, ciphertext: message.ciphertext.map((b, i) => (i === 0 ? b ^ 1 : b)) });
   msgCase('sender not a member', 'topic.not_member', { ...message, sender: 2 });
   msgCase('stale epoch', 'topic.stale_epoch', { ...message, epoch: state.epoch - 1 });

@@ -18,6 +18,8 @@ import {
   type TopicKey,
   type TopicKeySecret,
   readTopicKey,
+  parseUserId,
+  MAX_USER_ID_BYTES,
   verifyDeviceCert,
   verifyTopicKey,
   writeTopicKey,
@@ -81,10 +83,16 @@ export function encodeKeyBundle(b: KeyBundle): Uint8Array {
   return w.finish();
 }
 
+function readUserId(r: Reader): string {
+  const user = r.string(MAX_USER_ID_BYTES);
+  parseUserId(user);
+  return user;
+}
+
 export function readKeyBundle(r: Reader): KeyBundle {
   if (r.u8() !== BUNDLE_VERSION) throw new RendezvousError('encoding.unknown_version');
   return {
-    user: r.string(320),
+    user: readUserId(r),
     senderDevice: r.fixed(32),
     recipientDevice: r.fixed(32),
     recipientPrekey: r.fixed(32),

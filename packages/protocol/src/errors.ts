@@ -19,6 +19,9 @@ export const ERROR_CODES = {
   'crypto.bad_certificate': { status: 400, text: 'certificate does not chain to the identity key' },
   'crypto.decrypt_failed': { status: 400, text: 'authenticated decryption failed' },
 
+  // Files (spec §12)
+  'file.bad_blob': { status: 400, text: 'blob does not match its file reference' },
+
   // Topic log (spec §9–§11)
   'log.bad_proof': { status: 400, text: 'Merkle proof does not verify' },
   'log.bad_checkpoint': { status: 400, text: 'checkpoint is malformed or wrongly signed' },
@@ -41,13 +44,12 @@ export const ERROR_CODES = {
   'topic.not_admin': { status: 403, text: 'only an admin may do this' },
   'topic.read_only': { status: 403, text: 'observers cannot post' },
   'topic.already_member': { status: 409, text: 'user is already a member' },
-  'topic.bad_member_id': { status: 400, text: 'member id is not the next free id' },
-  'topic.bad_role': { status: 400, text: 'role is not allowed here' },
+  'topic.bad_member_id': { status: 400, text: 'member id is not the one this update must use' },
   'topic.last_admin': { status: 409, text: 'the topic would be left without an admin' },
   'topic.no_change': { status: 400, text: 'update changes nothing' },
   'topic.duplicate_key': { status: 400, text: 'topic key is already used in this topic' },
   'topic.too_many_members': { status: 400, text: 'member limit reached' },
-  'topic.rekey_required': { status: 400, text: 'this update must start a new epoch' },
+  'topic.rekey_required': { status: 400, text: 'this update must (or must not) start a new epoch' },
   'topic.bad_key_shares': { status: 400, text: 'key shares do not match the members who must get one' },
   'topic.bad_key_share': { status: 400, text: 'key share does not open to the committed epoch secret' },
   'topic.bad_backward_link': { status: 400, text: 'backward link is missing, unexpected or invalid' },

@@ -13,6 +13,7 @@
  */
 import { RendezvousError } from './errors.ts';
 import { Writer, decodeAll } from './encoding.ts';
+import { equal } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
 
 export const FILE_VERSION = 1;
@@ -126,7 +127,14 @@ export function openFile(crypto: CryptoProvider, key: Uint8Array, blob: Uint8Arr
   return out;
 }
 
-/** The FileRef for a sealed blob; the caller checks `blobId` again when it downloads. */
+/** Checks a downloaded blob against its FileRef before any of it is trusted (spec §12). */
+export function checkBlob(crypto: CryptoProvider, ref: FileRef, blob: Uint8Array): void {
+  if (blob.length !== encryptedFileSize(ref.size) || !equal(crypto.sha256(blob), ref.blobId)) {
+    throw new RendezvousError('file.bad_blob', 'blob does not match its file reference');
+  }
+}
+
+/** The FileRef for a sealed blob; the recipient checks it with `checkBlob` when it downloads. */
 export function fileRefFor(crypto: CryptoProvider, key: Uint8Array, blob: Uint8Array, mediaType: string, name: string): FileRef {
   return { blobId: crypto.sha256(blob), key, size: plaintextFileSize(blob.length), mediaType, name };
 }

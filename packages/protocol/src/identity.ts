@@ -17,7 +17,9 @@ import { SignLabel, requireSignature, signWithLabel } from './sign.ts';
 import { checkEd25519PublicKey, checkX25519PublicKey } from './keys.ts';
 
 export const IDENTITY_VERSION = 1;
-export const MAX_USER_ID_BYTES = 320;
+/** Spec §4.1: a 64-byte name, '@', and a server name of at most 259 bytes (253-byte host and ':port'). */
+export const MAX_SERVER_NAME_BYTES = 259;
+export const MAX_USER_ID_BYTES = 64 + 1 + MAX_SERVER_NAME_BYTES;
 
 // ---------------------------------------------------------------------------------------------
 // User ids (spec §4.1)
@@ -32,7 +34,7 @@ export function isServerName(s: string): boolean {
   const host = m[1]!;
   const port = m[2];
   if (port !== undefined && (port.startsWith('0') || Number(port) < 1 || Number(port) > 65535)) return false;
-  if (host.length > 253) return false;
+  if (host.length > 253 || s.length > MAX_SERVER_NAME_BYTES) return false;
   return host.split('.').every((l) => HOST_LABEL_RE.test(l));
 }
 

@@ -11,14 +11,17 @@ import { Reader, Writer, decodeAll } from './encoding.ts';
 import { equal, utf8 } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
 import { KdfLabel, SignLabel, signWithLabel, verifyWithLabel } from './sign.ts';
-import { isServerName } from './identity.ts';
+import { MAX_SERVER_NAME_BYTES, isServerName } from './identity.ts';
 import { HASH_SIZE, TOPIC_ID_SIZE } from './topic.ts';
-import { leafHash, verifyConsistency } from './merkle.ts';
+import { emptyHash, leafHash, verifyConsistency } from './merkle.ts';
 
 export const LOG_VERSION = 1;
 export const KEY_ID_SIZE = 8;
-/** Spec §9.1: the largest entry body (an update adding or re-keying 10,000 members). */
-export const MAX_ENTRY_BODY = 4 * 1024 * 1024;
+/**
+ * Spec §9.1: the largest entry body. A create with 10,000 members of the longest user ids is
+ * about 5 MiB (10,000 × (≈ 490-byte member + 82-byte key share)).
+ */
+export const MAX_ENTRY_BODY = 8 * 1024 * 1024;
 
 export type EntryType = 'update' | 'message';
 const ENTRY_CODE: Record<EntryType, number> = { update: 1, message: 2 };
@@ -94,7 +97,7 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
 
 export function readCheckpoint(r: Reader): Checkpoint {
   if (r.u8() !== LOG_VERSION) throw new RendezvousError('encoding.unknown_version');
-  const origin = r.string(255);
+  const origin = r.string(MAX_SERVER_NAME_BYTES);
   if (!isServerName(origin)) throw new RendezvousError('encoding.bad_value', 'origin is not a server name');
   return {
     origin,
@@ -152,7 +155,10 @@ export function compareHeads(
     if (!equal(newer.root, older.root)) throw new RendezvousError('log.fork', `two different logs of size ${older.size}`);
     return;
   }
-  if (older.size === 0) return;
+  if (older.size === 0) {
+    if (!equal(older.root, emptyHash(crypto))) throw new RendezvousError('log.fork', 'an empty log has another root');
+    return;
+  }
   try {
     verifyConsistency(crypto, older.size, newer.size, consistencyProof, older.root, newer.root);
   } catch {
@@ -194,6 +200,7 @@ export class LogMonitor {
   }
 
   append(index: number, entry: Uint8Array): MonitorAppend {
+    if (!Number.isSafeInteger(index) || index < 0) throw new RendezvousError('encoding.bad_value', 'entry index must be a non-negative integer');
     const h = entryLeafHash(this.crypto, entry);
     if (index < this.leaves.length) {
       if (!equal(this.leaves[index]!, h)) throw new RendezvousError('log.fork', `entry ${index} differs from the one received before`);

@@ -17,6 +17,8 @@ import { Reader, Writer, decodeAll } from './encoding.ts';
 import type { CryptoProvider, Random } from './crypto/provider.ts';
 import { SignLabel, signWithLabel, verifyWithLabel } from './sign.ts';
 import { messageKey } from './epoch.ts';
+import { fromUtf8 } from './bytes.ts';
+import { decodeFileRef } from './file.ts';
 import { HASH_SIZE, TOPIC_ID_SIZE, type Member, type TopicState } from './topic.ts';
 
 export const MESSAGE_VERSION = 1;
@@ -142,6 +144,28 @@ export function encodeContent(c: MessageContent, paddedLength?: number): Uint8Ar
   }
 }
 
+/**
+ * Body rules per content type (spec §8.2): text is UTF-8; json and topic-info are UTF-8 JSON
+ * (topic-info an object); file is an encoded FileRef.
+ */
+function checkBody(type: ContentType, body: Uint8Array): void {
+  if (type === 'file') {
+    decodeFileRef(body);
+    return;
+  }
+  const text = fromUtf8(body);
+  if (type === 'text') return;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new RendezvousError('encoding.bad_value', `${type} body is not JSON`);
+  }
+  if (type === 'topic-info' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    throw new RendezvousError('encoding.bad_value', 'topic-info body is not a JSON object');
+  }
+}
+
 export function decodeContent(b: Uint8Array): MessageContent {
   return decodeAll(b, (r) => {
     const type = CONTENT_BY_CODE[r.u8()];
@@ -149,6 +173,7 @@ export function decodeContent(b: Uint8Array): MessageContent {
     const body = r.bytes();
     const padding = r.bytes();
     if (!padding.every((x) => x === 0)) throw new RendezvousError('encoding.bad_value', 'padding must be zero');
+    checkBody(type, body);
     return { type, body };
   });
 }

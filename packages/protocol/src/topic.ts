@@ -11,7 +11,7 @@ import { Reader, Writer, decodeAll } from './encoding.ts';
 import { equal, toBase64url } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
 import { SignLabel, requireSignature, signWithLabel } from './sign.ts';
-import { type TopicKey, isServerName, parseUserId, readTopicKey, topicKeyId, verifyTopicKey, writeTopicKey } from './identity.ts';
+import { type TopicKey, MAX_SERVER_NAME_BYTES, isServerName, parseUserId, readTopicKey, topicKeyId, verifyTopicKey, writeTopicKey } from './identity.ts';
 import {
   BACKWARD_LINK_SIZE,
   COMMITMENT_SIZE,
@@ -139,7 +139,7 @@ function readAction(r: Reader): Action {
   const code = r.u8();
   switch (code) {
     case 1: {
-      const host = r.string(255);
+      const host = r.string(MAX_SERVER_NAME_BYTES);
       const history = HISTORY_BY_CODE[r.u8()];
       if (history === undefined) throw new RendezvousError('encoding.bad_value', 'unknown history policy');
       return { type: 'create', host, history, members: r.list(readMember, MAX_MEMBERS) };

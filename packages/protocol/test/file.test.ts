@@ -9,6 +9,7 @@ import { nobleCrypto } from '../src/crypto/noble.ts';
 import {
   FILE_CHUNK_SIZE,
   FILE_TAG_SIZE,
+  checkBlob,
   decodeFileRef,
   encodeFileRef,
   encryptedFileSize,
@@ -58,6 +59,10 @@ describe('files', () => {
     assert.deepEqual(ref.blobId, crypto.sha256(blob));
     assert.equal(ref.size, 100);
     assert.deepEqual(decodeFileRef(encodeFileRef(ref)), ref);
+    checkBlob(crypto, ref, blob);
+    assertCode(() => checkBlob(crypto, ref, blob.subarray(1)), 'file.bad_blob');
+    assertCode(() => checkBlob(crypto, { ...ref, size: 99 }, blob), 'file.bad_blob');
+    assertCode(() => checkBlob(crypto, ref, blob.map((b, i) => (i === 0 ? b ^ 1 : b))), 'file.bad_blob');
     const b = encodeFileRef(ref);
     assertCode(() => decodeFileRef(Uint8Array.of(2, ...b.subarray(1))), 'encoding.unknown_version');
   });

@@ -72,8 +72,8 @@ describe('message seal and open', () => {
   });
   it('pads content to the Padmé length with zeros, and rejects non-zero padding', () => {
     for (const n of [0, 1, 10, 63, 64, 100, 1000, 16383, 16384, 70000]) {
-      const body = new Uint8Array(n).fill(7);
-      const enc = encodeContent({ type: 'json', body });
+      const body = new Uint8Array(n).fill(0x61);
+      const enc = encodeContent({ type: 'text', body });
       assert.ok(enc.length >= padme(n + 3) && enc.length <= padme(n + 3) + 1, `length ${n}`);
       assert.deepEqual(decodeContent(enc).body, body);
     }
@@ -81,6 +81,17 @@ describe('message seal and open', () => {
     assert.equal(enc.length, 40);
     enc[enc.length - 1] = 1;
     assertCode(() => decodeContent(enc), 'encoding.bad_value');
+  });
+  it('checks bodies by content type: UTF-8 text, JSON, a JSON object for topic-info, a FileRef', () => {
+    const ok = (type: 'text' | 'json' | 'file' | 'topic-info', body: Uint8Array) => decodeContent(encodeContent({ type, body }));
+    ok('text', utf8('héllo'));
+    ok('json', utf8('[1,2]'));
+    ok('topic-info', utf8('{"name":"team"}'));
+    assertCode(() => ok('text', Uint8Array.of(0xc3, 0x28)), 'encoding.bad_value');
+    assertCode(() => ok('json', utf8('{nope')), 'encoding.bad_value');
+    assertCode(() => ok('topic-info', utf8('[1]')), 'encoding.bad_value');
+    assertCode(() => ok('file', utf8('not a file ref')), 'encoding.unknown_version');
+    assertCode(() => ok('file', Uint8Array.of(1, 2, 3)), 'encoding.truncated');
   });
   it('Padmé matches the PURBs paper examples', () => {
     assert.deepEqual([0, 1, 2, 9, 10, 100, 1000, 1025].map(padme), [0, 1, 2, 10, 10, 104, 1024, 1088]);
