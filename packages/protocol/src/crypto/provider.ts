@@ -12,8 +12,9 @@
  * - X25519 secret keys are 32 bytes (clamped inside the function, RFC 7748 §5);
  *   `x25519` throws `crypto.bad_key` when the shared secret is all zero (RFC 7748 §6.1,
  *   RFC 9180 §7.1.4) and for keys of the wrong length.
- * - AEADs take 12-byte nonces and return ciphertext || 16-byte tag; `aeadOpen` throws
- *   `crypto.decrypt_failed` for any failure.
+ * - AEADs take 12-byte nonces and return ciphertext || 16-byte tag. A key or nonce of the wrong
+ *   length throws `crypto.bad_key` (seal and open); any other `aeadOpen` failure throws
+ *   `crypto.decrypt_failed`.
  * - Randomness is not part of the provider: it is injected separately as a `Random`.
  */
 
