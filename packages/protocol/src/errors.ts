@@ -54,6 +54,32 @@ export const ERROR_CODES = {
   'topic.bad_key_share': { status: 400, text: 'key share does not open to the committed epoch secret' },
   'topic.bad_backward_link': { status: 400, text: 'backward link is missing, unexpected or invalid' },
   'topic.replay': { status: 409, text: 'message was already posted' },
+
+  // Server API (docs/server.md): authentication, requests, resources, limits
+  'auth.required': { status: 401, text: 'authentication required' },
+  'auth.invalid_token': { status: 401, text: 'session token is unknown, expired or revoked' },
+  'auth.bad_challenge': { status: 401, text: 'challenge is unknown, used or expired' },
+  'auth.forbidden': { status: 403, text: 'not allowed for this account' },
+  'auth.bad_pin': { status: 403, text: 'registration pin is wrong, expired or used up' },
+  'auth.stale': { status: 400, text: 'signed request is too old or from the future' },
+  'user.exists': { status: 409, text: 'user name is taken' },
+  'user.unknown': { status: 404, text: 'no such user' },
+  'device.unknown': { status: 404, text: 'no such device' },
+  'device.exists': { status: 409, text: 'device key is already registered or was removed' },
+  'keys.too_many': { status: 409, text: 'key pool is full' },
+  'keys.exhausted': { status: 409, text: 'no key left in the pool: ask the owner to replenish' },
+  'blob.unknown': { status: 404, text: 'no such blob' },
+  'request.too_large': { status: 413, text: 'request body is too large' },
+  'request.bad_json': { status: 400, text: 'request body is not valid JSON' },
+  'request.bad_field': { status: 400, text: 'a request field is missing or malformed' },
+  'request.not_found': { status: 404, text: 'no such endpoint' },
+  'request.method': { status: 405, text: 'method not allowed' },
+  'request.timeout': { status: 408, text: 'request took too long' },
+  'request.idempotency_mismatch': { status: 422, text: 'client id reused with a different request' },
+  'rate.limited': { status: 429, text: 'too many requests: slow down' },
+  'store.conflict': { status: 409, text: 'concurrent change: retry' },
+  'server.internal': { status: 500, text: 'internal error' },
+  'server.unavailable': { status: 503, text: 'server is shutting down or not ready' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,225 @@
+/**
+ * The server's storage interface (docs/server.md §Storage).
+ *
+ * Domain-shaped rather than generic: every method is one atomic unit of work, so a backend
+ * (SQLite now, PostgreSQL next) implements each as one transaction and the conformance suite
+ * (test/storage/conformance.ts) can state each method's guarantees — atomic claims, all-or-
+ * nothing appends, idempotency records written with the data they describe — once for every
+ * backend. The server's domain logic validates everything with the protocol core first; the
+ * store only persists and enforces uniqueness and atomicity.
+ *
+ * Conventions: byte strings are Uint8Array; times are milliseconds since the Unix epoch;
+ * ids of devices are base64url device keys (protocol `deviceId`); user names are full user ids
+ * (`name@server`). Methods reject (never silently ignore) with a RendezvousError where a code
+ * is named, and otherwise with a plain Error for backend failures.
+ */
+
+export interface PinRow {
+  /** Random public id (base64url) used to list and revoke the pin; not the pin itself. */
+  id: string;
+  user: string;
+  /** SHA-256 of the pin. The pin itself is never stored. */
+  pinHash: Uint8Array;
+  expiresAt: number;
+  triesLeft: number;
+  createdAt: number;
+}
+
+export interface UserRow {
+  user: string;
+  identityKey: Uint8Array;
+  createdAt: number;
+}
+
+export interface DeviceRow {
+  deviceId: string;
+  user: string;
+  /** The encoded DeviceCert (protocol §5.1). */
+  cert: Uint8Array;
+  createdAt: number;
+}
+
+export interface SessionRow {
+  /** SHA-256 of the bearer token. The token itself is never stored. */
+  tokenHash: Uint8Array;
+  deviceId: string;
+  user: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export type PinResult = 'ok' | 'wrong_pin' | 'no_pin' | 'user_exists';
+
+export interface TopicRow {
+  topicId: Uint8Array;
+  host: string;
+  /** Number of entries in the log. */
+  size: number;
+  /** Log size just after the update that started the current epoch (protocol §8.4). */
+  epochStartSize: number;
+  /** The latest encoded Checkpoint (protocol §10). */
+  checkpoint: Uint8Array;
+  createdAt: number;
+}
+
+export interface MemberRow {
+  memberId: number;
+  user: string;
+  role: 'admin' | 'participant' | 'observer';
+}
+
+export interface EntryRow {
+  index: number;
+  type: 'update' | 'message';
+  /** The encoded LogEntry (protocol §9.1): the leaf data. */
+  entry: Uint8Array;
+}
+
+/** What a device's client-chosen id maps to (the original result of the request). */
+export interface IdempotencyRow {
+  deviceId: string;
+  clientId: string;
+  /** SHA-256 of the request body: the same id with another body is an error. */
+  requestHash: Uint8Array;
+  /** The response to replay, as stored JSON text. */
+  response: string;
+  createdAt: number;
+}
+
+/**
+ * One append to a topic log, written atomically: the entries, the new Merkle stored hashes,
+ * the new head, membership (when an update changed it), message nonces (replay protection),
+ * the idempotency record of the request, and the live-delivery event.
+ */
+export interface AppendBatch {
+  /** The log size the caller computed against; the append fails with `store.conflict` otherwise. */
+  expectedSize: number;
+  entries: EntryRow[];
+  /** New stored hashes (merkle.ts layout): index → 32-byte hash. */
+  hashes: { index: number; hash: Uint8Array }[];
+  newSize: number;
+  checkpoint: Uint8Array;
+  epochStartSize: number;
+  /** The complete member list after this append, when an update changed it. */
+  members?: MemberRow[];
+  /** Nonces of the messages in `entries` (unique per topic: a duplicate is `topic.replay`). */
+  nonces: Uint8Array[];
+  idempotency?: IdempotencyRow;
+}
+
+/** A live-delivery event (server spec §Events). Sequence numbers are global and increasing. */
+export interface EventRow {
+  seq: number;
+  kind: 'entry' | 'bundle' | 'membership';
+  topicId: Uint8Array | null;
+  /** Set for events addressed to one user (membership) or one device (bundle). */
+  user: string | null;
+  deviceId: string | null;
+  /** For `entry`: the log index. */
+  index: number | null;
+  createdAt: number;
+}
+
+export interface Store {
+  /** Applies pending numbered migrations; idempotent. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  // ---- server settings --------------------------------------------------------------------
+  getMeta(key: string): Promise<string | null>;
+  setMeta(key: string, value: string): Promise<void>;
+
+  // ---- admin: registration pins -------------------------------------------------------------
+  createPin(pin: PinRow): Promise<void>;
+  listPins(): Promise<PinRow[]>;
+  /** Returns false if no such pin. */
+  deletePin(id: string): Promise<boolean>;
+
+  /**
+   * Registration, atomically: finds an unexpired pin for `user.user` whose hash equals
+   * `pinHash`. On a match the pin is deleted and the user and first device are created
+   * ('ok'). On a mismatch every unexpired pin for that user loses a try and pins at zero tries
+   * are deleted ('wrong_pin'). No unexpired pin: 'no_pin'. A user of that name already
+   * exists: 'user_exists' (checked first; the pin is not touched).
+   */
+  registerWithPin(user: UserRow, device: DeviceRow, pinHash: Uint8Array, now: number): Promise<PinResult>;
+
+  // ---- users and devices ----------------------------------------------------------------------
+  getUser(user: string): Promise<UserRow | null>;
+  listUsers(): Promise<UserRow[]>;
+  /**
+   * Deletes the user and everything of theirs: devices, sessions, prekeys, topic keys, bundles
+   * to or from their devices, idempotency records, pins for the name. Their memberships in
+   * topics stay in the topic logs (only an update can remove a member). Returns false if none.
+   * Blobs they uploaded are returned for the caller to delete from the blob store.
+   */
+  deleteUser(user: string): Promise<{ deleted: boolean; blobIds: Uint8Array[] }>;
+
+  /** Fails with `store.conflict` if the device id was ever used (devices are never re-added). */
+  addDevice(device: DeviceRow): Promise<void>;
+  getDevice(deviceId: string): Promise<DeviceRow | null>;
+  listDevices(user: string): Promise<DeviceRow[]>;
+  /** Deletes the device with its sessions, prekeys and pending bundles; remembers the id. */
+  deleteDevice(deviceId: string): Promise<boolean>;
+
+  // ---- sessions -------------------------------------------------------------------------------
+  createSession(s: SessionRow): Promise<void>;
+  /** The session if it exists and `now < expiresAt`. */
+  getSession(tokenHash: Uint8Array, now: number): Promise<SessionRow | null>;
+  deleteSession(tokenHash: Uint8Array): Promise<boolean>;
+  /** Single-use challenges for device authentication: true the first time only, before expiry. */
+  putChallenge(challenge: Uint8Array, deviceId: string, expiresAt: number): Promise<void>;
+  takeChallenge(challenge: Uint8Array, deviceId: string, now: number): Promise<boolean>;
+
+  // ---- device prekeys (one-time X25519 keys, protocol §5.2) --------------------------------
+  /** Adds prekeys; fails with `keys.too_many` if the device would hold more than `max`. Duplicates are ignored. */
+  addPrekeys(deviceId: string, prekeys: { prekey: Uint8Array; encoded: Uint8Array }[], max: number): Promise<number>;
+  countPrekeys(deviceId: string): Promise<number>;
+  /** Removes and returns one prekey of the device, or null if none. Never the same one twice. */
+  claimPrekey(deviceId: string): Promise<Uint8Array | null>;
+
+  // ---- topic keys (protocol §6.1) ----------------------------------------------------------------
+  /** Adds certified topic keys (encoded) of a user, keyed by topic key id; fails with `keys.too_many` above `max`. */
+  addTopicKeys(user: string, keys: { keyId: string; encoded: Uint8Array }[], max: number): Promise<number>;
+  countTopicKeys(user: string): Promise<number>;
+  /** Removes and returns one unclaimed topic key of the user, or null. Never the same one twice. */
+  claimTopicKey(user: string): Promise<Uint8Array | null>;
+
+  // ---- key bundles (protocol §6.2) ----------------------------------------------------------------
+  /** Stores a bundle for a device; returns its id (increasing). Also writes a `bundle` event. */
+  addBundle(recipientDeviceId: string, senderDeviceId: string, encoded: Uint8Array, now: number): Promise<number>;
+  listBundles(recipientDeviceId: string): Promise<{ id: number; senderDeviceId: string; encoded: Uint8Array }[]>;
+  /** Deletes bundles of this device with id ≤ upTo (acknowledged); returns the count. */
+  ackBundles(recipientDeviceId: string, upTo: number): Promise<number>;
+
+  // ---- idempotency ------------------------------------------------------------------------------
+  getIdempotency(deviceId: string, clientId: string): Promise<IdempotencyRow | null>;
+  putIdempotency(row: IdempotencyRow): Promise<void>;
+
+  // ---- topics and logs ----------------------------------------------------------------------------
+  /** Creates the topic with its first entry; fails with `topic.exists` if the id is taken. */
+  createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void>;
+  getTopic(topicId: Uint8Array): Promise<TopicRow | null>;
+  /** Appends atomically (see AppendBatch); `store.conflict` if the size moved; `topic.replay` on a nonce seen before. */
+  append(topicId: Uint8Array, batch: AppendBatch): Promise<void>;
+  getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]>;
+  /** Stored Merkle hashes by index (merkle.ts HashReader); throws if one is missing. */
+  readHashes(topicId: Uint8Array, indexes: number[]): Promise<Uint8Array[]>;
+  getMembers(topicId: Uint8Array): Promise<MemberRow[]>;
+  /** Topic ids in which `user` is a member. */
+  topicsOf(user: string): Promise<Uint8Array[]>;
+  hasNonce(topicId: Uint8Array, nonce: Uint8Array): Promise<boolean>;
+
+  // ---- live delivery ----------------------------------------------------------------------------
+  /**
+   * Events after `cursor` that concern a device of `user`: entries of topics the user is a
+   * member of now, bundles for `deviceId`, and membership events of the user; ascending seq.
+   */
+  eventsSince(cursor: number, user: string, deviceId: string, limit: number): Promise<EventRow[]>;
+  latestEventSeq(): Promise<number>;
+
+  // ---- operations --------------------------------------------------------------------------------
+  counts(): Promise<{ users: number; devices: number; topics: number; entries: number; pins: number }>;
+  /** A consistent copy of the database while serving (SQLite: online backup API). */
+  backup(path: string): Promise<void>;
+}
