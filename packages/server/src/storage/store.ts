@@ -200,7 +200,12 @@ export interface Store {
   /** Creates the topic with its first entry; fails with `topic.exists` if the id is taken. */
   createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void>;
   getTopic(topicId: Uint8Array): Promise<TopicRow | null>;
-  /** Appends atomically (see AppendBatch); `store.conflict` if the size moved; `topic.replay` on a nonce seen before. */
+  /**
+   * Appends atomically (see AppendBatch); `store.conflict` if the size moved; `topic.replay` on
+   * a nonce seen before. Writes one `entry` event per entry and, when `members` is given, one
+   * `membership` event per user who joined or left (compared with the stored member list).
+   * `createTopic` does the same for its first batch (every initial member gets a membership event).
+   */
   append(topicId: Uint8Array, batch: AppendBatch): Promise<void>;
   getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]>;
   /** Stored Merkle hashes by index (merkle.ts HashReader); throws if one is missing. */
