@@ -21,3 +21,4 @@ export * from './file.ts';
 export * from './merkle.ts';
 export * from './log.ts';
 export * from './topic-builder.ts';
+export * from './auth.ts';

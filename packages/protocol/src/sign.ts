@@ -25,6 +25,7 @@ export const SignLabel = {
   topicUpdate: 'topic-update',
   message: 'message',
   checkpoint: 'checkpoint',
+  session: 'session',
 } as const;
 export type SignLabel = (typeof SignLabel)[keyof typeof SignLabel];
 

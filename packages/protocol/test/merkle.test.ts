@@ -371,7 +371,7 @@ describe('merkle: exhaustive, every tree of 1..100 leaves', () => {
     }
     assert.equal(proofs, (N * (N + 1)) / 2);
     assert.ok(mutants > 10 * proofs, `${mutants} mutants`);
-    assert.ok(sizeTwins > 0);
+    assert.ok(sizeTwins > 0, 'sizeTwins > 0');
     t.diagnostic(`${proofs} proofs, ${mutants} mutants rejected, ${sizeTwins} size±1 twins accepted (same shape)`);
   });
 
@@ -422,7 +422,7 @@ describe('merkle: exhaustive, every tree of 1..100 leaves', () => {
     }
     assert.equal(proofs, (N * (N + 1)) / 2);
     assert.ok(mutants > 10 * proofs, `${mutants} mutants`);
-    assert.ok(sizeTwins > 0);
+    assert.ok(sizeTwins > 0, 'sizeTwins > 0');
     t.diagnostic(`${proofs} proofs, ${mutants} mutants rejected, ${sizeTwins} size±1 twins accepted (same shape)`);
   });
 });
@@ -619,7 +619,7 @@ describe('merkle: properties (fast-check)', () => {
           const root = treeHash(h, n, uniform);
           assert.deepEqual(root, uniformRoot(n));
           const proof = inclusionProof(h, i, n, uniform);
-          assert.ok(proof.length <= 52);
+          assert.ok(proof.length <= 52, 'proof.length <= 52');
           verifyInclusion(h, i, n, levels[0]!, proof, root);
           assertCode(() => verifyInclusion(h, i, n, levels[0]!, proof, flipBit(root, i % 256)), 'log.bad_proof');
           const cproof = consistencyProof(h, m, n, uniform);

@@ -219,7 +219,7 @@ describe('own vectors', () => {
           }
         }
         assert.ok(V.rejects.length >= 30, 'reject vectors present');
-        assert.ok((kinds.get('topic_update') ?? 0) >= 10 && (kinds.get('message') ?? 0) >= 10);
+        assert.ok((kinds.get('topic_update') ?? 0) >= 10 && (kinds.get('message') ?? 0) >= 10, '(kinds.get(\'topic_update\') ?? 0) >= 10 && (kinds.get(\'message\') ?? 0) >= 10');
       });
     });
   }

@@ -155,7 +155,7 @@ export interface Store {
    */
   deleteUser(user: string): Promise<{ deleted: boolean; blobIds: Uint8Array[] }>;
 
-  /** Fails with `store.conflict` if the device id was ever used (devices are never re-added). */
+  /** Fails with `device.exists` if the device id was ever used (devices are never re-added). */
   addDevice(device: DeviceRow): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRow | null>;
   listDevices(user: string): Promise<DeviceRow[]>;
@@ -172,14 +172,20 @@ export interface Store {
   takeChallenge(challenge: Uint8Array, deviceId: string, now: number): Promise<boolean>;
 
   // ---- device prekeys (one-time X25519 keys, protocol §5.2) --------------------------------
-  /** Adds prekeys; fails with `keys.too_many` if the device would hold more than `max`. Duplicates are ignored. */
+  /**
+   * Adds prekeys; fails with `keys.too_many` (adding none) if the device would hold more than
+   * `max`. Duplicates are ignored. Returns how many the device holds afterwards.
+   */
   addPrekeys(deviceId: string, prekeys: { prekey: Uint8Array; encoded: Uint8Array }[], max: number): Promise<number>;
   countPrekeys(deviceId: string): Promise<number>;
   /** Removes and returns one prekey of the device, or null if none. Never the same one twice. */
   claimPrekey(deviceId: string): Promise<Uint8Array | null>;
 
   // ---- topic keys (protocol §6.1) ----------------------------------------------------------------
-  /** Adds certified topic keys (encoded) of a user, keyed by topic key id; fails with `keys.too_many` above `max`. */
+  /**
+   * Adds certified topic keys (encoded) of a user, keyed by topic key id (duplicates ignored);
+   * fails with `keys.too_many` (adding none) above `max`. Returns how many the user holds afterwards.
+   */
   addTopicKeys(user: string, keys: { keyId: string; encoded: Uint8Array }[], max: number): Promise<number>;
   countTopicKeys(user: string): Promise<number>;
   /** Removes and returns one unclaimed topic key of the user, or null. Never the same one twice. */
@@ -194,6 +200,7 @@ export interface Store {
 
   // ---- idempotency ------------------------------------------------------------------------------
   getIdempotency(deviceId: string, clientId: string): Promise<IdempotencyRow | null>;
+  /** Fails with `store.conflict` if the device already has a record with this client id. */
   putIdempotency(row: IdempotencyRow): Promise<void>;
 
   // ---- topics and logs ----------------------------------------------------------------------------
@@ -201,7 +208,8 @@ export interface Store {
   createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void>;
   getTopic(topicId: Uint8Array): Promise<TopicRow | null>;
   /**
-   * Appends atomically (see AppendBatch); `store.conflict` if the size moved; `topic.replay` on
+   * Appends atomically (see AppendBatch); `topic.unknown` if there is no such topic;
+   * `store.conflict` if the size moved or the idempotency record exists; `topic.replay` on
    * a nonce seen before. Writes one `entry` event per entry and, when `members` is given, one
    * `membership` event per user who joined or left (compared with the stored member list).
    * `createTopic` does the same for its first batch (every initial member gets a membership event).

@@ -1,0 +1,205 @@
+/**
+ * The `rendezvous` command line (README §Commands): `serve` runs a server; `admin …` talks to a
+ * running server's admin API with the admin token. Client commands arrive with the SDK.
+ *
+ * Every option has an environment variable, and `serve --config FILE` reads a JSON file with
+ * the same keys; the order of precedence is flag > environment > config file > default.
+ */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+const USAGE = `usage:
+  rendezvous serve [--data DIR] [--host H] [--port N] [--name SERVER_NAME] [--config FILE] [--log-level LEVEL]
+  rendezvous admin pin <user> [--expires 7d] [--tries 3]     issue a registration pin
+  rendezvous admin pins                                       list pins
+  rendezvous admin revoke-pin <id>                            revoke a pin
+  rendezvous admin users                                      list users
+  rendezvous admin delete-user <user>                         delete a user and all their data
+  rendezvous admin status                                     server status
+  rendezvous admin backup <file> [--data DIR]                 consistent online backup of the database
+
+  admin commands take --server URL (default $RENDEZVOUS_SERVER or http://127.0.0.1:8080),
+  the token from $RENDEZVOUS_ADMIN_TOKEN, and --json for machine-readable output.`;
+
+class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(rest);
+      case 'admin':
+        return await admin(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        console.log(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`rendezvous: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    console.error(`rendezvous: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      data: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      name: { type: 'string' },
+      config: { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+    strict: true,
+  });
+  const env = process.env;
+  const file: Record<string, unknown> = values.config ? JSON.parse(readFileSync(values.config, 'utf8')) : {};
+  const pick = (flag: string | undefined, envName: string, key: string, dflt?: string) =>
+    flag ?? env[envName] ?? (file[key] === undefined ? undefined : String(file[key])) ?? dflt;
+  const port = Number(pick(values.port, 'RENDEZVOUS_PORT', 'port', '8080'));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0–65535');
+
+  const { startServer } = await import('@rendezvous/server');
+  const server = await startServer({
+    dataDir: resolve(pick(values.data, 'RENDEZVOUS_DATA', 'data', './data')!),
+    host: pick(values.host, 'RENDEZVOUS_HOST', 'host', '127.0.0.1')!,
+    port,
+    name: pick(values.name, 'RENDEZVOUS_NAME', 'name'),
+    adminToken: env.RENDEZVOUS_ADMIN_TOKEN,
+    serverKey: env.RENDEZVOUS_SERVER_KEY,
+    logLevel: pick(values['log-level'], 'RENDEZVOUS_LOG_LEVEL', 'logLevel', 'info'),
+    announce: (line) => process.stdout.write(line + '\n'),
+  });
+  process.stdout.write(`rendezvous server "${server.name}" listening on ${server.url}\n`);
+  await new Promise<void>((resolveStop) => {
+    const stop = (signal: string) => {
+      process.stdout.write(`${signal}: shutting down\n`);
+      server.close().then(resolveStop, (e) => {
+        console.error(e);
+        resolveStop();
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// admin
+
+/** "7d", "12h", "30m" → milliseconds. */
+export function parseDuration(s: string): number {
+  const m = /^(\d+)\s*([smhdw])$/.exec(s.trim());
+  if (!m) throw new UsageError(`bad duration "${s}": use e.g. 30m, 12h, 7d, 2w`);
+  const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 's'];
+  return Number(m[1]) * unit;
+}
+
+async function admin(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      server: { type: 'string' },
+      expires: { type: 'string' },
+      tries: { type: 'string' },
+      data: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const [sub, arg] = positionals;
+  const base = (values.server ?? process.env.RENDEZVOUS_SERVER ?? 'http://127.0.0.1:8080').replace(/\/+$/, '');
+  const out = (human: string, data: unknown) => console.log(values.json ? JSON.stringify(data, null, 2) : human);
+
+  if (sub === 'backup') {
+    if (!arg) throw new UsageError('admin backup needs a target file');
+    const { openSqliteStore } = await import('@rendezvous/server');
+    const dir = resolve(values.data ?? process.env.RENDEZVOUS_DATA ?? './data');
+    const store = await openSqliteStore(resolve(dir, 'rendezvous.db'));
+    try {
+      await store.backup(resolve(arg));
+    } finally {
+      await store.close();
+    }
+    out(`backup written to ${resolve(arg)} (restore: stop the server, copy it to ${dir}/rendezvous.db)`, { file: resolve(arg) });
+    return 0;
+  }
+
+  const token = process.env.RENDEZVOUS_ADMIN_TOKEN;
+  if (!token) throw new Error('set RENDEZVOUS_ADMIN_TOKEN to the admin token the server printed on its first start');
+  const call = async (method: string, path: string, body?: unknown) => {
+    let res: Response;
+    try {
+      res = await fetch(base + path, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new Error(`cannot reach ${base} (${(e as Error).message}): is the server running? (--server URL)`);
+    }
+    const data = (await res.json().catch(() => ({}))) as Record<string, any>;
+    if (!res.ok) throw new Error(`${data.error?.code ?? res.status}: ${data.error?.message ?? res.statusText}`);
+    return data;
+  };
+
+  switch (sub) {
+    case 'pin': {
+      if (!arg) throw new UsageError('admin pin needs a user name');
+      let user = arg;
+      if (!user.includes('@')) user = `${user}@${(await call('GET', '/.well-known/rendezvous')).server}`;
+      const r = await call('POST', '/v1/admin/pins', {
+        user,
+        expiresInMs: parseDuration(values.expires ?? '7d'),
+        tries: values.tries === undefined ? 3 : Number(values.tries),
+      });
+      out(`pin for ${r.user}: ${r.pin}\n  expires ${new Date(r.expiresAt).toISOString()}, ${r.tries} tries, id ${r.id}`, r);
+      return 0;
+    }
+    case 'pins': {
+      const r = await call('GET', '/v1/admin/pins');
+      const lines = r.pins.map(
+        (p: any) => `${p.id}  ${p.user}  ${p.expired ? 'expired' : `expires ${new Date(p.expiresAt).toISOString()}`}  ${p.triesLeft} tries left`,
+      );
+      out(lines.length ? lines.join('\n') : 'no pins', r);
+      return 0;
+    }
+    case 'revoke-pin':
+      if (!arg) throw new UsageError('admin revoke-pin needs a pin id (see admin pins)');
+      out(`pin ${arg} revoked`, await call('DELETE', `/v1/admin/pins/${encodeURIComponent(arg)}`));
+      return 0;
+    case 'users': {
+      const r = await call('GET', '/v1/admin/users');
+      out(r.users.length ? r.users.map((u: any) => `${u.user}  registered ${new Date(u.createdAt).toISOString()}`).join('\n') : 'no users', r);
+      return 0;
+    }
+    case 'delete-user':
+      if (!arg) throw new UsageError('admin delete-user needs a user id');
+      out(`${arg} deleted`, await call('DELETE', `/v1/admin/users/${encodeURIComponent(arg)}`));
+      return 0;
+    case 'status': {
+      const r = await call('GET', '/v1/admin/status');
+      out(`${r.server} (rendezvous ${r.version}, API v${r.apiVersion})\n${Object.entries(r.counts).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`, r);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown admin command "${sub ?? ''}"`);
+  }
+}

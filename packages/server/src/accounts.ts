@@ -1,0 +1,334 @@
+/**
+ * Accounts: admin pins, registration, devices, device sessions, and the key pools
+ * (docs/server.md §Accounts, §Keys). Domain logic only: no HTTP types. Every input arrives
+ * already parsed; every protocol object is validated with the protocol core before the store
+ * sees it, and every rate limit is taken before any signature is verified.
+ */
+import {
+  CHALLENGE_SIZE,
+  RendezvousError,
+  decodeDeviceCert,
+  decodeDevicePrekey,
+  decodeKeyBundle,
+  decodeTopicKey,
+  deviceId as deviceIdOf,
+  equal,
+  fromBase64url,
+  parseUserId,
+  toBase64url,
+  topicKeyId,
+  utf8,
+  verifyDeviceCert,
+  verifyDevicePrekey,
+  verifyKeyBundle,
+  verifySessionProof,
+  verifyTopicKey,
+  type DeviceCert,
+} from '@rendezvous/protocol';
+import type { Context } from './context.ts';
+import { LIMITS } from './limits.ts';
+import type { DeviceRow, PinRow, SessionRow } from './storage/store.ts';
+
+/** The authenticated caller of a device request. */
+export interface Caller {
+  user: string;
+  deviceId: string;
+  tokenHash: Uint8Array;
+}
+
+const PIN_ALPHABET = 'ABCDEFGHJKMNPQRSTVWXYZ23456789'; // no 0/O, 1/I/L, U
+
+function sha256(ctx: Context, s: string | Uint8Array): Uint8Array {
+  return ctx.crypto.sha256(typeof s === 'string' ? utf8(s) : s);
+}
+
+/** A 12-character pin from a 30-letter alphabet (≈ 59 bits), shown as XXXX-XXXX-XXXX. */
+function newPin(ctx: Context): string {
+  const out: string[] = [];
+  while (out.length < 12) {
+    for (const b of ctx.random(16)) {
+      if (b < 240 && out.length < 12) out.push(PIN_ALPHABET[b % 30]!); // 240 = 8·30: no modulo bias
+    }
+  }
+  return `${out.slice(0, 4).join('')}-${out.slice(4, 8).join('')}-${out.slice(8).join('')}`;
+}
+
+/** Pins are compared without separators or case, so users can type them loosely. */
+function normalizePin(pin: string): string {
+  return pin.toUpperCase().replace(/[^A-Z0-9]/g, '');
+}
+
+export function localUser(ctx: Context, user: string): string {
+  const id = parseUserId(user);
+  if (id.server !== ctx.name) throw new RendezvousError('auth.forbidden', `${user} is not a user of ${ctx.name}`);
+  return user;
+}
+
+function checkFresh(ctx: Context, createdAt: number): void {
+  if (Math.abs(ctx.now() - createdAt) > LIMITS.freshnessMs) {
+    throw new RendezvousError('auth.stale', 'device certificate is not fresh: check the device clock');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin (admin token checked by the caller)
+
+export async function createPin(ctx: Context, user: string, opts: { ttlMs?: number; tries?: number } = {}) {
+  localUser(ctx, user);
+  const tries = opts.tries ?? LIMITS.pinDefaultTries;
+  const ttlMs = opts.ttlMs ?? LIMITS.pinDefaultTtlMs;
+  if (!Number.isInteger(tries) || tries < 1 || tries > 100) throw new RendezvousError('request.bad_field', 'tries must be 1–100');
+  if (!Number.isInteger(ttlMs) || ttlMs < 60_000 || ttlMs > 365 * 86_400_000) {
+    throw new RendezvousError('request.bad_field', 'expiry must be between 1 minute and 1 year');
+  }
+  if (await ctx.store.getUser(user)) throw new RendezvousError('user.exists');
+  const pin = newPin(ctx);
+  const row: PinRow = {
+    id: toBase64url(ctx.random(9)),
+    user,
+    pinHash: sha256(ctx, normalizePin(pin)),
+    expiresAt: ctx.now() + ttlMs,
+    triesLeft: tries,
+    createdAt: ctx.now(),
+  };
+  await ctx.store.createPin(row);
+  ctx.log.info({ user, pinId: row.id, expiresAt: row.expiresAt, tries }, 'registration pin issued');
+  return { id: row.id, user, pin, expiresAt: row.expiresAt, tries };
+}
+
+export async function listPins(ctx: Context) {
+  const now = ctx.now();
+  return (await ctx.store.listPins()).map((p) => ({
+    id: p.id,
+    user: p.user,
+    expiresAt: p.expiresAt,
+    triesLeft: p.triesLeft,
+    expired: p.expiresAt <= now,
+    createdAt: p.createdAt,
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration and devices
+
+export interface RegisterInput {
+  user: string;
+  pin: string;
+  identityKey: Uint8Array;
+  /** The first device's certificate, signed by the identity key. */
+  deviceCert: Uint8Array;
+}
+
+export async function register(ctx: Context, input: RegisterInput): Promise<{ user: string; deviceId: string }> {
+  localUser(ctx, input.user);
+  const cert = decodeDeviceCert(input.deviceCert);
+  verifyDeviceCert(ctx.crypto, cert, input.identityKey);
+  if (cert.user !== input.user) throw new RendezvousError('crypto.bad_certificate', 'certificate is for another user');
+  checkFresh(ctx, cert.createdAt);
+  const now = ctx.now();
+  const device: DeviceRow = { deviceId: deviceIdOf(cert.deviceKey), user: input.user, cert: input.deviceCert, createdAt: now };
+  const result = await ctx.store.registerWithPin(
+    { user: input.user, identityKey: cert.identityKey, createdAt: now },
+    device,
+    sha256(ctx, normalizePin(input.pin)),
+    now,
+  );
+  switch (result) {
+    case 'ok':
+      ctx.log.info({ user: input.user, deviceId: device.deviceId }, 'user registered');
+      return { user: input.user, deviceId: device.deviceId };
+    case 'user_exists':
+      throw new RendezvousError('user.exists');
+    case 'wrong_pin':
+    case 'no_pin':
+      // One code for both: the answer must not tell a guesser whether a pin exists.
+      throw new RendezvousError('auth.bad_pin');
+  }
+}
+
+/** Adds a device: the request is the device certificate itself, signed by the identity key. */
+export async function addDevice(ctx: Context, user: string, certBytes: Uint8Array): Promise<{ deviceId: string }> {
+  localUser(ctx, user);
+  const u = await ctx.store.getUser(user);
+  if (u === null) throw new RendezvousError('user.unknown');
+  const cert = decodeDeviceCert(certBytes);
+  if (cert.user !== user) throw new RendezvousError('crypto.bad_certificate', 'certificate is for another user');
+  verifyDeviceCert(ctx.crypto, cert, u.identityKey);
+  checkFresh(ctx, cert.createdAt);
+  const deviceId = deviceIdOf(cert.deviceKey);
+  await ctx.store.addDevice({ deviceId, user, cert: certBytes, createdAt: ctx.now() });
+  ctx.log.info({ user, deviceId }, 'device added');
+  ctx.events.emit({ kind: 'device', user });
+  return { deviceId };
+}
+
+export async function listDevices(ctx: Context, caller: Caller) {
+  return (await ctx.store.listDevices(caller.user)).map((d) => ({
+    deviceId: d.deviceId,
+    cert: toBase64url(d.cert),
+    createdAt: d.createdAt,
+    current: d.deviceId === caller.deviceId,
+  }));
+}
+
+export async function deleteDevice(ctx: Context, caller: Caller, deviceId: string): Promise<void> {
+  const d = await ctx.store.getDevice(deviceId);
+  if (d === null || d.user !== caller.user) throw new RendezvousError('device.unknown');
+  await ctx.store.deleteDevice(deviceId);
+  ctx.log.info({ user: caller.user, deviceId }, 'device removed');
+  ctx.events.emit({ kind: 'device-removed', deviceId });
+}
+
+async function deviceCert(ctx: Context, deviceId: string): Promise<DeviceCert> {
+  const d = await ctx.store.getDevice(deviceId);
+  if (d === null) throw new RendezvousError('device.unknown');
+  return decodeDeviceCert(d.cert);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions (protocol §5.3)
+
+export async function challenge(ctx: Context, deviceId: string) {
+  ctx.rate.take('authChallenge', deviceId);
+  if ((await ctx.store.getDevice(deviceId)) === null) throw new RendezvousError('device.unknown');
+  const c = ctx.random(CHALLENGE_SIZE);
+  const expiresAt = ctx.now() + LIMITS.challengeTtlMs;
+  await ctx.store.putChallenge(c, deviceId, expiresAt);
+  return { challenge: toBase64url(c), expiresAt };
+}
+
+export async function createSession(ctx: Context, deviceId: string, challengeBytes: Uint8Array, signature: Uint8Array) {
+  const cert = await deviceCert(ctx, deviceId);
+  verifySessionProof(ctx.crypto, cert.deviceKey, ctx.name, challengeBytes, signature);
+  // Taken only after the signature verified, so nobody can burn another device's challenge.
+  if (!(await ctx.store.takeChallenge(challengeBytes, deviceId, ctx.now()))) throw new RendezvousError('auth.bad_challenge');
+  const token = toBase64url(ctx.random(32));
+  const now = ctx.now();
+  const row: SessionRow = { tokenHash: sha256(ctx, token), deviceId, user: cert.user, createdAt: now, expiresAt: now + LIMITS.sessionTtlMs };
+  await ctx.store.createSession(row);
+  return { token, expiresAt: row.expiresAt, user: cert.user, deviceId };
+}
+
+export async function authenticate(ctx: Context, token: string): Promise<Caller> {
+  const tokenHash = sha256(ctx, token);
+  const s = await ctx.store.getSession(tokenHash, ctx.now());
+  if (s === null) throw new RendezvousError('auth.invalid_token');
+  return { user: s.user, deviceId: s.deviceId, tokenHash };
+}
+
+export async function endSession(ctx: Context, caller: Caller): Promise<void> {
+  await ctx.store.deleteSession(caller.tokenHash);
+}
+
+/** Constant-time comparison of the admin token's hash with the stored one. */
+export async function checkAdminToken(ctx: Context, token: string | undefined): Promise<void> {
+  if (token === undefined || token === '') throw new RendezvousError('auth.required', 'admin token required');
+  const stored = await ctx.store.getMeta('admin_token_sha256');
+  if (stored === null || !equal(fromBase64url(stored), sha256(ctx, token))) {
+    throw new RendezvousError('auth.invalid_token', 'admin token is not valid');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key pools (protocol §5.2, §6.1, §6.2)
+
+export async function uploadPrekeys(ctx: Context, caller: Caller, encoded: Uint8Array[]) {
+  if (encoded.length === 0 || encoded.length > LIMITS.prekeysPerUpload) {
+    throw new RendezvousError('request.bad_field', `upload 1–${LIMITS.prekeysPerUpload} prekeys at a time`);
+  }
+  const cert = await deviceCert(ctx, caller.deviceId);
+  const rows = encoded.map((b) => {
+    const p = decodeDevicePrekey(b);
+    verifyDevicePrekey(ctx.crypto, p, cert.deviceKey);
+    return { prekey: p.prekey, encoded: b };
+  });
+  const count = await ctx.store.addPrekeys(caller.deviceId, rows, LIMITS.prekeysPerDevice);
+  return { count, lowWater: LIMITS.lowWater.prekeys };
+}
+
+/** One prekey of a sibling device: only the owner's own devices may claim. */
+export async function claimPrekey(ctx: Context, caller: Caller, deviceId: string) {
+  ctx.rate.take('claimPrekey', caller.deviceId);
+  const d = await ctx.store.getDevice(deviceId);
+  if (d === null || d.user !== caller.user) throw new RendezvousError('device.unknown');
+  const p = await ctx.store.claimPrekey(deviceId);
+  if (p === null) throw new RendezvousError('keys.exhausted', 'the device has no prekeys left');
+  return { prekey: toBase64url(p), cert: toBase64url(d.cert) };
+}
+
+export interface TopicKeyUpload {
+  keys: Uint8Array[];
+  /** Bundles carrying the new keys' secrets to sibling devices. */
+  bundles: { deviceId: string; bundle: Uint8Array }[];
+}
+
+export async function uploadTopicKeys(ctx: Context, caller: Caller, up: TopicKeyUpload) {
+  if (up.keys.length === 0 || up.keys.length > LIMITS.topicKeysPerUpload) {
+    throw new RendezvousError('request.bad_field', `upload 1–${LIMITS.topicKeysPerUpload} topic keys at a time`);
+  }
+  const u = await ctx.store.getUser(caller.user);
+  if (u === null) throw new RendezvousError('user.unknown');
+  const keys = up.keys.map((b) => {
+    const k = decodeTopicKey(b);
+    if (k.user !== caller.user) throw new RendezvousError('crypto.bad_certificate', 'topic key of another user');
+    verifyTopicKey(ctx.crypto, k, u.identityKey);
+    return { keyId: topicKeyId(k), encoded: b };
+  });
+  const bundles = await checkBundles(ctx, caller, up.bundles, u.identityKey);
+  const count = await ctx.store.addTopicKeys(caller.user, keys, LIMITS.topicKeysPerUser);
+  for (const b of bundles) await ctx.store.addBundle(b.deviceId, caller.deviceId, b.bundle, ctx.now());
+  for (const b of bundles) ctx.events.emit({ kind: 'bundle', deviceId: b.deviceId });
+  return { count, lowWater: LIMITS.lowWater.topicKeys };
+}
+
+async function checkBundles(ctx: Context, caller: Caller, bundles: TopicKeyUpload['bundles'], identityKey: Uint8Array) {
+  if (bundles.length > LIMITS.bundlesPerUpload) throw new RendezvousError('request.bad_field', 'too many bundles');
+  const sender = await deviceCert(ctx, caller.deviceId);
+  for (const b of bundles) {
+    const bundle = decodeKeyBundle(b.bundle);
+    verifyKeyBundle(ctx.crypto, bundle, sender, identityKey);
+    const recipient = await ctx.store.getDevice(b.deviceId);
+    if (recipient === null || recipient.user !== caller.user || deviceIdOf(bundle.recipientDevice) !== b.deviceId) {
+      throw new RendezvousError('device.unknown', 'bundles go to sibling devices only');
+    }
+  }
+  return bundles;
+}
+
+export async function sendBundles(ctx: Context, caller: Caller, bundles: TopicKeyUpload['bundles']) {
+  ctx.rate.take('write', caller.deviceId);
+  const u = await ctx.store.getUser(caller.user);
+  if (u === null) throw new RendezvousError('user.unknown');
+  await checkBundles(ctx, caller, bundles, u.identityKey);
+  for (const b of bundles) await ctx.store.addBundle(b.deviceId, caller.deviceId, b.bundle, ctx.now());
+  for (const b of bundles) ctx.events.emit({ kind: 'bundle', deviceId: b.deviceId });
+  return { sent: bundles.length };
+}
+
+/** Claims one topic key of `target` to add them to a topic; rate-limited per claimer and target. */
+export async function claimTopicKey(ctx: Context, caller: Caller, target: string) {
+  ctx.rate.take('claimTopicKeyPerClaimer', caller.user);
+  ctx.rate.take('claimTopicKeyPerTarget', target);
+  localUser(ctx, target);
+  const u = await ctx.store.getUser(target);
+  if (u === null) throw new RendezvousError('user.unknown');
+  const k = await ctx.store.claimTopicKey(target);
+  if (k === null) throw new RendezvousError('keys.exhausted', `${target} has no topic keys left`);
+  return { topicKey: toBase64url(k), identityKey: toBase64url(u.identityKey) };
+}
+
+export async function keyCounts(ctx: Context, caller: Caller) {
+  const [prekeys, topicKeys] = await Promise.all([
+    ctx.store.countPrekeys(caller.deviceId),
+    ctx.store.countTopicKeys(caller.user),
+  ]);
+  return { prekeys, topicKeys, lowWater: LIMITS.lowWater };
+}
+
+export async function identityOf(ctx: Context, user: string) {
+  localUser(ctx, user);
+  const u = await ctx.store.getUser(user);
+  if (u === null) throw new RendezvousError('user.unknown');
+  return { user, identityKey: toBase64url(u.identityKey) };
+}
+

@@ -1,0 +1,82 @@
+/**
+ * Everything the domain logic needs, injected: storage, crypto, randomness, clock, logging,
+ * rate limits and the in-process event bus. Tests build one with a temp store and a fake clock.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CryptoProvider, Random } from '@rendezvous/protocol';
+import type { Logger } from 'pino';
+import type { Store } from './storage/store.ts';
+import { RateLimiter, type RateName } from './limits.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+
+/** Signals for live delivery (the durable record is the store's event table). */
+export type ServerEvent =
+  | { kind: 'entry'; topicId: string }
+  | { kind: 'bundle'; deviceId: string }
+  | { kind: 'device'; user: string }
+  | { kind: 'device-removed'; deviceId: string };
+
+export interface EventBus {
+  emit(e: ServerEvent): void;
+  on(listener: (e: ServerEvent) => void): () => void;
+}
+
+export function createEventBus(): EventBus {
+  const listeners = new Set<(e: ServerEvent) => void>();
+  return {
+    emit(e) {
+      for (const l of listeners) l(e);
+    },
+    on(l) {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+  };
+}
+
+export interface Context {
+  /** This server's name (the part after '@' in its users' ids). */
+  name: string;
+  /** The server's signing key (Ed25519 seed) and its public key. */
+  serverSeed: Uint8Array;
+  serverKey: Uint8Array;
+  crypto: CryptoProvider;
+  random: Random;
+  now: () => number;
+  store: Store;
+  log: Logger;
+  rate: RateLimiter;
+  events: EventBus;
+  metrics: Metrics;
+  version: string;
+}
+
+export interface ContextOptions {
+  name: string;
+  serverSeed: Uint8Array;
+  crypto: CryptoProvider;
+  store: Store;
+  log: Logger;
+  version: string;
+  now?: () => number;
+  rates?: Partial<Record<RateName, readonly [number, number]>>;
+}
+
+export function createContext(o: ContextOptions): Context {
+  const metrics = createMetrics();
+  const now = o.now ?? Date.now;
+  return {
+    name: o.name,
+    serverSeed: o.serverSeed,
+    serverKey: o.crypto.ed25519PublicKey(o.serverSeed),
+    crypto: o.crypto,
+    random: (n) => new Uint8Array(randomBytes(n)),
+    now,
+    store: o.store,
+    log: o.log,
+    rate: new RateLimiter(now, 100_000, (limit) => metrics.rateLimited.inc({ limit }), o.rates),
+    events: createEventBus(),
+    metrics,
+    version: o.version,
+  };
+}

@@ -1,0 +1,200 @@
+/**
+ * The HTTP API (docs/server.md §API) on Hono's web-standard Request/Response core: routes
+ * only parse, authenticate and call the domain functions, so every route is testable in
+ * process with `app.request(...)`. Errors leave through one handler that maps the protocol's
+ * error table to status and JSON `{ "error": { "code", "message" } }`.
+ */
+import { Hono, type Context as HonoContext } from 'hono';
+import { RendezvousError, toBase64url } from '@rendezvous/protocol';
+import type { Context } from '../context.ts';
+import * as accounts from '../accounts.ts';
+import { LIMITS } from '../limits.ts';
+import { b64, b64List, int, objList, optInt, readJson, str } from './body.ts';
+
+export const API_VERSION = 1;
+
+type Env = { Variables: { caller: accounts.Caller; route: string } };
+
+function bearer(c: HonoContext): string | undefined {
+  const h = c.req.header('authorization');
+  if (h === undefined) return undefined;
+  const m = /^Bearer ([A-Za-z0-9_\-.~+/]+=*)$/.exec(h);
+  return m?.[1];
+}
+
+export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) {
+  const app = new Hono<Env>();
+  const small = LIMITS.maxSmallBodyBytes;
+
+  app.use('*', async (c, next) => {
+    const start = performance.now();
+    await next();
+    const route = c.req.routePath ?? 'unknown';
+    ctx.metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
+    ctx.metrics.requestSeconds.observe({ route }, (performance.now() - start) / 1000);
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof RendezvousError) {
+      ctx.metrics.errors.inc({ code: err.code });
+      if (err.code === 'rate.limited' && typeof err.details?.retryAfterMs === 'number') {
+        c.header('retry-after', String(Math.ceil(err.details.retryAfterMs / 1000)));
+      }
+      return c.json({ error: err.toJSON() }, err.status as 400);
+    }
+    ctx.metrics.errors.inc({ code: 'server.internal' });
+    ctx.log.error({ err, route: c.req.routePath, method: c.req.method }, 'unhandled error');
+    return c.json({ error: new RendezvousError('server.internal').toJSON() }, 500);
+  });
+  app.notFound((c) => c.json({ error: new RendezvousError('request.not_found').toJSON() }, 404));
+
+  const auth = async (c: HonoContext<Env>, next: () => Promise<void>) => {
+    const token = bearer(c);
+    if (token === undefined) throw new RendezvousError('auth.required');
+    c.set('caller', await accounts.authenticate(ctx, token));
+    await next();
+  };
+  const admin = async (c: HonoContext<Env>, next: () => Promise<void>) => {
+    ctx.rate.take('admin', 'admin');
+    await accounts.checkAdminToken(ctx, bearer(c));
+    await next();
+  };
+
+  // ---- discovery and operations -------------------------------------------------------------
+  app.get('/.well-known/rendezvous', (c) =>
+    c.json({
+      server: ctx.name,
+      publicKey: toBase64url(ctx.serverKey),
+      apiVersion: API_VERSION,
+      version: ctx.version,
+    }),
+  );
+  app.get('/healthz', (c) => c.json({ ok: true }));
+  app.get('/readyz', async (c) => {
+    if (opts.isReady && !opts.isReady()) throw new RendezvousError('server.unavailable');
+    await ctx.store.getMeta('server_name');
+    return c.json({ ok: true });
+  });
+  app.get('/metrics', async (c) => c.text(await ctx.metrics.registry.metrics(), 200, { 'content-type': ctx.metrics.registry.contentType }));
+
+  // ---- admin ------------------------------------------------------------------------------------
+  app.post('/v1/admin/pins', admin, async (c) => {
+    const body = await readJson(c.req.raw, small);
+    const r = await accounts.createPin(ctx, str(body, 'user', 400), { ttlMs: optInt(body, 'expiresInMs'), tries: optInt(body, 'tries') });
+    return c.json(r, 201);
+  });
+  app.get('/v1/admin/pins', admin, async (c) => c.json({ pins: await accounts.listPins(ctx) }));
+  app.delete('/v1/admin/pins/:id', admin, async (c) => {
+    if (!(await ctx.store.deletePin(param(c, 'id')))) throw new RendezvousError('request.not_found', 'no such pin');
+    return c.json({ deleted: true });
+  });
+  app.get('/v1/admin/users', admin, async (c) =>
+    c.json({
+      users: (await ctx.store.listUsers()).map((u) => ({ user: u.user, identityKey: toBase64url(u.identityKey), createdAt: u.createdAt })),
+    }),
+  );
+  app.delete('/v1/admin/users/:user', admin, async (c) => {
+    const user = accounts.localUser(ctx, param(c, 'user'));
+    const r = await ctx.store.deleteUser(user);
+    if (!r.deleted) throw new RendezvousError('user.unknown');
+    ctx.log.info({ user }, 'user deleted by admin');
+    return c.json({ deleted: true });
+  });
+  app.get('/v1/admin/status', admin, async (c) =>
+    c.json({ server: ctx.name, version: ctx.version, apiVersion: API_VERSION, counts: await ctx.store.counts() }),
+  );
+
+  // ---- registration, devices, sessions ----------------------------------------------------
+  app.post('/v1/register', async (c) => {
+    ctx.rate.take('register', clientAddress(c));
+    const body = await readJson(c.req.raw, small);
+    const r = await accounts.register(ctx, {
+      user: str(body, 'user', 400),
+      pin: str(body, 'pin', 64),
+      identityKey: b64(body, 'identityKey', 32),
+      deviceCert: b64(body, 'deviceCert', 1024),
+    });
+    return c.json(r, 201);
+  });
+  app.get('/v1/users/:user', async (c) => c.json(await accounts.identityOf(ctx, param(c, 'user'))));
+  app.post('/v1/users/:user/devices', async (c) => {
+    ctx.rate.take('register', clientAddress(c));
+    const body = await readJson(c.req.raw, small);
+    return c.json(await accounts.addDevice(ctx, param(c, 'user'), b64(body, 'cert', 1024)), 201);
+  });
+  app.post('/v1/auth/challenge', async (c) => {
+    const body = await readJson(c.req.raw, small);
+    return c.json(await accounts.challenge(ctx, str(body, 'deviceId', 64)));
+  });
+  app.post('/v1/auth/session', async (c) => {
+    const body = await readJson(c.req.raw, small);
+    const r = await accounts.createSession(ctx, str(body, 'deviceId', 64), b64(body, 'challenge', 32), b64(body, 'signature', 64));
+    return c.json(r, 201);
+  });
+  app.delete('/v1/auth/session', auth, async (c) => {
+    await accounts.endSession(ctx, c.get('caller'));
+    return c.json({ deleted: true });
+  });
+  app.get('/v1/devices', auth, async (c) => c.json({ devices: await accounts.listDevices(ctx, c.get('caller')) }));
+  app.delete('/v1/devices/:deviceId', auth, async (c) => {
+    await accounts.deleteDevice(ctx, c.get('caller'), param(c, 'deviceId'));
+    return c.json({ deleted: true });
+  });
+
+  // ---- key pools and bundles ----------------------------------------------------------------
+  app.get('/v1/keys/counts', auth, async (c) => c.json(await accounts.keyCounts(ctx, c.get('caller'))));
+  app.post('/v1/prekeys', auth, async (c) => {
+    const body = await readJson(c.req.raw, small);
+    return c.json(await accounts.uploadPrekeys(ctx, c.get('caller'), b64List(body, 'prekeys', LIMITS.prekeysPerUpload)), 201);
+  });
+  app.post('/v1/devices/:deviceId/prekeys/claim', auth, async (c) =>
+    c.json(await accounts.claimPrekey(ctx, c.get('caller'), param(c, 'deviceId'))),
+  );
+  app.post('/v1/topic-keys', auth, async (c) => {
+    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes);
+    const r = await accounts.uploadTopicKeys(ctx, c.get('caller'), {
+      keys: b64List(body, 'keys', LIMITS.topicKeysPerUpload),
+      bundles: bundleList(body),
+    });
+    return c.json(r, 201);
+  });
+  app.post('/v1/users/:user/topic-keys/claim', auth, async (c) =>
+    c.json(await accounts.claimTopicKey(ctx, c.get('caller'), param(c, 'user'))),
+  );
+  app.post('/v1/bundles', auth, async (c) => {
+    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes);
+    return c.json(await accounts.sendBundles(ctx, c.get('caller'), bundleList(body)), 201);
+  });
+  app.get('/v1/bundles', auth, async (c) => {
+    const list = await ctx.store.listBundles(c.get('caller').deviceId);
+    return c.json({ bundles: list.map((b) => ({ id: b.id, senderDeviceId: b.senderDeviceId, bundle: toBase64url(b.encoded) })) });
+  });
+  app.post('/v1/bundles/ack', auth, async (c) => {
+    const body = await readJson(c.req.raw, small);
+    return c.json({ deleted: await ctx.store.ackBundles(c.get('caller').deviceId, int(body, 'upTo')) });
+  });
+
+  return app;
+}
+
+function param(c: HonoContext, name: string): string {
+  const v = c.req.param(name);
+  if (v === undefined || v === '') throw new RendezvousError('request.bad_field', `missing ${name}`);
+  return v;
+}
+
+function bundleList(body: Record<string, unknown>) {
+  return objList(body, 'bundles', LIMITS.bundlesPerUpload).map((b) => ({
+    deviceId: str(b, 'deviceId', 64),
+    bundle: b64(b, 'bundle', 8 << 20),
+  }));
+}
+
+/**
+ * The peer address for per-client rate limits: the socket's address from the node adapter
+ * (never a client-supplied header); 'local' for in-process requests.
+ */
+function clientAddress(c: HonoContext): string {
+  const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
+  return env?.incoming?.socket?.remoteAddress ?? 'local';
+}

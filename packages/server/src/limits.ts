@@ -1,0 +1,79 @@
+/**
+ * Limits and rate limits (docs/server.md §Limits). Rate limits are checked before any
+ * signature is verified or any row is read, so a flood costs the server a map lookup.
+ */
+import { RendezvousError } from '@rendezvous/protocol';
+
+export const LIMITS = {
+  /** Largest JSON request body (a 10,000-member topic update is ≈ 6 MiB, base64url ≈ 8 MiB). */
+  maxBodyBytes: 12 * 1024 * 1024,
+  /** Largest body of every other request. */
+  maxSmallBodyBytes: 256 * 1024,
+  prekeysPerUpload: 100,
+  prekeysPerDevice: 500,
+  topicKeysPerUpload: 100,
+  topicKeysPerUser: 500,
+  bundlesPerUpload: 100,
+  /** A signed request (device certificate) must be this fresh (± ms). */
+  freshnessMs: 5 * 60 * 1000,
+  challengeTtlMs: 2 * 60 * 1000,
+  sessionTtlMs: 30 * 24 * 60 * 60 * 1000,
+  pinDefaultTtlMs: 7 * 24 * 60 * 60 * 1000,
+  pinDefaultTries: 3,
+  /** Below this many pooled keys, clients are told to replenish. */
+  lowWater: { prekeys: 20, topicKeys: 20 },
+} as const;
+
+/** name → [tokens per window, window ms] */
+export const RATES = {
+  register: [10, 60_000],
+  authChallenge: [30, 60_000],
+  claimTopicKeyPerClaimer: [60, 60_000],
+  claimTopicKeyPerTarget: [30, 60_000],
+  claimPrekey: [60, 60_000],
+  admin: [120, 60_000],
+  write: [600, 60_000],
+} as const satisfies Record<string, readonly [number, number]>;
+
+export type RateName = keyof typeof RATES;
+
+/**
+ * Token buckets in memory, one per (name, key). Bounded: the oldest buckets are dropped when
+ * the map grows past `maxKeys` (a dropped bucket only forgets a partial count).
+ */
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly rates: Record<RateName, readonly [number, number]>;
+
+  constructor(
+    private readonly now: () => number,
+    private readonly maxKeys = 100_000,
+    private readonly onLimited?: (name: RateName) => void,
+    /** Operator overrides (config file `rates`), and tests that script many users from one address. */
+    overrides: Partial<Record<RateName, readonly [number, number]>> = {},
+  ) {
+    this.rates = { ...RATES, ...overrides };
+  }
+
+  /** Takes one token or throws `rate.limited` with a retry hint. */
+  take(name: RateName, key: string): void {
+    const [capacity, windowMs] = this.rates[name];
+    const id = `${name}\u0000${key}`;
+    const t = this.now();
+    let b = this.buckets.get(id);
+    if (b === undefined) {
+      if (this.buckets.size >= this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
+      b = { tokens: capacity, at: t };
+      this.buckets.set(id, b);
+    } else {
+      b.tokens = Math.min(capacity, b.tokens + ((t - b.at) * capacity) / windowMs);
+      b.at = t;
+    }
+    if (b.tokens < 1) {
+      this.onLimited?.(name);
+      const retryAfterMs = Math.ceil(((1 - b.tokens) * windowMs) / capacity);
+      throw new RendezvousError('rate.limited', `too many ${name} requests`, { retryAfterMs });
+    }
+    b.tokens -= 1;
+  }
+}

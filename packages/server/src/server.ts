@@ -1,0 +1,142 @@
+/**
+ * Starting and stopping a Rendezvous server (docs/server.md §Running): opens the store, loads
+ * or creates the server key and the admin token, builds the context and the HTTP app, listens,
+ * and shuts down gracefully (stop accepting, finish in-flight requests, close the store).
+ */
+import { createServer, type Server as HttpServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { getRequestListener } from '@hono/node-server';
+import pino, { type Logger } from 'pino';
+import { fromBase64url, isServerName, toBase64url, utf8, type CryptoProvider } from '@rendezvous/protocol';
+import { nodeCrypto } from '@rendezvous/protocol/crypto/node';
+import { createContext, type Context, type ContextOptions } from './context.ts';
+import { createApp } from './http/app.ts';
+import { openSqliteStore } from './storage/sqlite.ts';
+import type { Store } from './storage/store.ts';
+
+export const VERSION = '0.1.0';
+
+export interface ServerConfig {
+  /** Data directory: database, server key. */
+  dataDir: string;
+  host: string;
+  port: number;
+  /** Server name: the part after '@' in user ids; default `host:port` on loopback. */
+  name?: string;
+  /** Explicit admin token (automation); otherwise one is generated on first start. */
+  adminToken?: string;
+  /** Server signing key seed (base64url), overriding the key file. */
+  serverKey?: string;
+  logLevel?: string;
+  /** Where first-start secrets (the generated admin token) are shown. Default: stdout. */
+  announce?: (line: string) => void;
+  crypto?: CryptoProvider;
+  now?: () => number;
+  /** Rate-limit overrides (config file `rates`: `{"register": [10, 60000]}`). */
+  rates?: ContextOptions['rates'];
+}
+
+export interface RunningServer {
+  url: string;
+  name: string;
+  ctx: Context;
+  close(): Promise<void>;
+}
+
+/** Redacts anything that could be a secret, whatever a log call is handed. */
+export function createLogger(level = 'info', destination?: pino.DestinationStream): Logger {
+  const redact = ['token', 'pin', 'adminToken', 'authorization', 'headers.authorization', '*.token', '*.pin', 'seed', '*.seed'];
+  return pino({ level, redact: { paths: redact, censor: '[redacted]' }, base: { service: 'rendezvous' } }, destination);
+}
+
+function loadServerKey(dataDir: string, explicit: string | undefined, crypto: CryptoProvider): Uint8Array {
+  if (explicit !== undefined) {
+    const seed = fromBase64url(explicit);
+    if (seed.length !== 32) throw new Error('RENDEZVOUS_SERVER_KEY must be a 32-byte base64url seed');
+    return seed;
+  }
+  const path = join(dataDir, 'server.key');
+  if (existsSync(path)) {
+    const seed = fromBase64url(readFileSync(path, 'utf8').trim());
+    if (seed.length !== 32) throw new Error(`${path} is not a server key: restore it from a backup or remove it to make a new one`);
+    return seed;
+  }
+  const seed = new Uint8Array(randomBytes(32));
+  writeFileSync(path, toBase64url(seed) + '\n', { mode: 0o600, flag: 'wx' });
+  chmodSync(path, 0o600);
+  void crypto;
+  return seed;
+}
+
+async function initAdminToken(ctx: Context, explicit: string | undefined, announce: (line: string) => void): Promise<void> {
+  const hash = (t: string) => toBase64url(ctx.crypto.sha256(utf8(t)));
+  if (explicit !== undefined) {
+    if (explicit.length < 16) throw new Error('RENDEZVOUS_ADMIN_TOKEN must be at least 16 characters');
+    await ctx.store.setMeta('admin_token_sha256', hash(explicit));
+    return;
+  }
+  if ((await ctx.store.getMeta('admin_token_sha256')) !== null) return;
+  const token = toBase64url(ctx.random(32));
+  await ctx.store.setMeta('admin_token_sha256', hash(token));
+  announce(`admin token (shown once; only its hash is stored): ${token}`);
+  announce('  keep it safe, e.g. export RENDEZVOUS_ADMIN_TOKEN=<token> for `rendezvous admin` commands');
+}
+
+export async function startServer(config: ServerConfig): Promise<RunningServer> {
+  const crypto = config.crypto ?? nodeCrypto;
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const log = createLogger(config.logLevel ?? 'info');
+  const store: Store = await openSqliteStore(join(config.dataDir, 'rendezvous.db'));
+  await store.migrate();
+
+  const name = config.name ?? `localhost:${config.port}`;
+  if (!isServerName(name)) throw new Error(`server name "${name}" is not a valid lowercase DNS name[:port]`);
+  const storedName = await store.getMeta('server_name');
+  if (storedName !== null && storedName !== name) {
+    throw new Error(`this data directory belongs to server "${storedName}", not "${name}": pass --name ${storedName}`);
+  }
+  if (storedName === null) await store.setMeta('server_name', name);
+
+  const serverSeed = loadServerKey(config.dataDir, config.serverKey, crypto);
+  const ctx = createContext({ name, serverSeed, crypto, store, log, version: VERSION, now: config.now, rates: config.rates });
+  await initAdminToken(ctx, config.adminToken, config.announce ?? ((l) => console.log(l)));
+
+  let ready = true;
+  const app = createApp(ctx, { isReady: () => ready });
+  const http: HttpServer = createServer(
+    { requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 5_000 },
+    getRequestListener(app.fetch),
+  );
+  http.maxHeadersCount = 100;
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(config.port, config.host, () => resolve());
+  });
+  const addr = http.address() as AddressInfo;
+  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  log.info({ url, name }, 'listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    name,
+    ctx,
+    close() {
+      closing ??= (async () => {
+        ready = false;
+        // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.
+        const done = new Promise<void>((resolve) => http.close(() => resolve()));
+        http.closeIdleConnections();
+        const timer = setTimeout(() => http.closeAllConnections(), 10_000);
+        await done;
+        clearTimeout(timer);
+        await store.close();
+        log.info('stopped');
+      })();
+      return closing;
+    },
+  };
+}

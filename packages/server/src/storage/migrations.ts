@@ -1,0 +1,182 @@
+/**
+ * Numbered schema migrations of the SQLite backend (PostgreSQL gets its own list).
+ *
+ * Append only: a released migration is never edited, because databases in the field have
+ * already run it; a change is a new migration with the next version. `migrate()` applies the
+ * pending ones in one transaction and records each in `schema_migrations`, and a database whose
+ * recorded version is above the last one here is refused rather than misread.
+ *
+ * Design notes for version 1:
+ * - STRICT tables, so a Uint8Array that arrives as text or a fractional time fails loudly
+ *   instead of being stored with the wrong type.
+ * - Every query of the Store interface has an index, and every foreign-key child column leads
+ *   an index, so cascading deletes never scan a table.
+ * - Devices, not users, own sessions, challenges, prekeys, pending bundles and idempotency
+ *   records (ON DELETE CASCADE); users own devices and topic keys. Topic tables do not point at
+ *   users: members may live on other servers, and a deleted user's memberships stay in the log.
+ * - `bundles.id` and `events.seq` are AUTOINCREMENT: clients acknowledge and resume by these
+ *   numbers, so an id must never be handed out twice, even after the newest row is deleted.
+ * - The events indexes are partial, one per kind, matching the three branches of eventsSince.
+ */
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE pins (
+  id         TEXT PRIMARY KEY,
+  user       TEXT NOT NULL,
+  pin_hash   BLOB NOT NULL,
+  expires_at INTEGER NOT NULL,
+  tries_left INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX pins_by_user ON pins (user, expires_at);
+
+CREATE TABLE users (
+  user         TEXT PRIMARY KEY,
+  identity_key BLOB NOT NULL,
+  created_at   INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE devices (
+  device_id  TEXT PRIMARY KEY,
+  user       TEXT NOT NULL REFERENCES users (user) ON DELETE CASCADE,
+  cert       BLOB NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX devices_by_user ON devices (user, created_at);
+
+-- Every device id ever removed: a device key is never accepted again once revoked.
+CREATE TABLE removed_devices (
+  device_id TEXT PRIMARY KEY
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE sessions (
+  token_hash BLOB PRIMARY KEY,
+  device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  user       TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sessions_by_device ON sessions (device_id);
+
+CREATE TABLE challenges (
+  challenge  BLOB PRIMARY KEY,
+  device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX challenges_by_device ON challenges (device_id);
+CREATE INDEX challenges_by_expiry ON challenges (expires_at);
+
+-- The rowid gives first-in, first-out claims: the oldest key is handed out first.
+CREATE TABLE prekeys (
+  id        INTEGER PRIMARY KEY,
+  device_id TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  prekey    BLOB NOT NULL,
+  encoded   BLOB NOT NULL,
+  UNIQUE (device_id, prekey)
+) STRICT;
+CREATE INDEX prekeys_claim ON prekeys (device_id, id);
+
+CREATE TABLE topic_keys (
+  id      INTEGER PRIMARY KEY,
+  user    TEXT NOT NULL REFERENCES users (user) ON DELETE CASCADE,
+  key_id  TEXT NOT NULL,
+  encoded BLOB NOT NULL,
+  UNIQUE (user, key_id)
+) STRICT;
+CREATE INDEX topic_keys_claim ON topic_keys (user, id);
+
+CREATE TABLE bundles (
+  id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+  recipient_device_id TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  -- No foreign key: the sender may already be removed while the bundle waits.
+  sender_device_id    TEXT NOT NULL,
+  encoded             BLOB NOT NULL,
+  created_at          INTEGER NOT NULL
+) STRICT;
+CREATE INDEX bundles_by_recipient ON bundles (recipient_device_id, id);
+CREATE INDEX bundles_by_sender ON bundles (sender_device_id);
+
+CREATE TABLE idempotency (
+  device_id    TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  client_id    TEXT NOT NULL,
+  request_hash BLOB NOT NULL,
+  response     TEXT NOT NULL,
+  created_at   INTEGER NOT NULL,
+  PRIMARY KEY (device_id, client_id)
+) STRICT;
+
+CREATE TABLE topics (
+  topic_id         BLOB PRIMARY KEY,
+  host             TEXT NOT NULL,
+  size             INTEGER NOT NULL CHECK (size >= 0),
+  epoch_start_size INTEGER NOT NULL CHECK (epoch_start_size >= 0),
+  checkpoint       BLOB NOT NULL,
+  created_at       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE topic_members (
+  topic_id  BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  member_id INTEGER NOT NULL,
+  user      TEXT NOT NULL,
+  role      TEXT NOT NULL CHECK (role IN ('admin', 'participant', 'observer')),
+  PRIMARY KEY (topic_id, member_id),
+  UNIQUE (user, topic_id)
+) STRICT, WITHOUT ROWID;
+
+-- A rowid table: entries can be large, which WITHOUT ROWID handles badly.
+CREATE TABLE log_entries (
+  topic_id BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  idx      INTEGER NOT NULL CHECK (idx >= 0),
+  type     TEXT NOT NULL CHECK (type IN ('update', 'message')),
+  entry    BLOB NOT NULL,
+  PRIMARY KEY (topic_id, idx)
+) STRICT;
+
+CREATE TABLE log_hashes (
+  topic_id BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  hidx     INTEGER NOT NULL CHECK (hidx >= 0),
+  hash     BLOB NOT NULL,
+  PRIMARY KEY (topic_id, hidx)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE message_nonces (
+  topic_id BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  nonce    BLOB NOT NULL,
+  PRIMARY KEY (topic_id, nonce)
+) STRICT, WITHOUT ROWID;
+
+-- No foreign keys: a membership event may name a user of another server, and deleting a
+-- device or user removes its events explicitly.
+CREATE TABLE events (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind       TEXT NOT NULL CHECK (kind IN ('entry', 'bundle', 'membership')),
+  topic_id   BLOB,
+  user       TEXT,
+  device_id  TEXT,
+  idx        INTEGER,
+  created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX events_entry ON events (topic_id, seq) WHERE kind = 'entry';
+CREATE INDEX events_bundle ON events (device_id, seq) WHERE kind = 'bundle';
+CREATE INDEX events_membership ON events (user, seq) WHERE kind = 'membership';
+`,
+  },
+];
+
+/** The schema version this code writes and understands. */
+export const LATEST_SCHEMA_VERSION: number = MIGRATIONS.reduce((v, m) => Math.max(v, m.version), 0);

@@ -1,0 +1,659 @@
+/**
+ * The SQLite backend of the Store (better-sqlite3).
+ *
+ * better-sqlite3 is synchronous, so each method body runs to completion inside one JavaScript
+ * turn: within one process no two methods ever interleave. The transactions are for what lies
+ * beyond that: other connections to the same file (a second process, the admin CLI, a test),
+ * and all-or-nothing writes when a method throws halfway. Every method that writes runs in
+ * BEGIN IMMEDIATE, which takes the write lock before the first read, so a read-check-write
+ * (claims, pins, appends) can never act on a snapshot another connection has since changed;
+ * a deferred transaction would instead fail with SQLITE_BUSY_SNAPSHOT when it tried to write.
+ */
+import Database from 'better-sqlite3';
+import { RendezvousError, equal, toHex } from '@rendezvous/protocol';
+import { LATEST_SCHEMA_VERSION, MIGRATIONS } from './migrations.ts';
+import type {
+  AppendBatch,
+  DeviceRow,
+  EntryRow,
+  EventRow,
+  IdempotencyRow,
+  MemberRow,
+  PinResult,
+  PinRow,
+  SessionRow,
+  Store,
+  TopicRow,
+  UserRow,
+} from './store.ts';
+
+export interface SqliteStoreOptions {
+  /** Apply pending migrations on open (default true). Off only for tools that inspect a database as it is. */
+  migrate?: boolean;
+  /** How long a connection waits for another connection's write lock before failing (default 5000 ms). */
+  busyTimeoutMs?: number;
+}
+
+/** Opens (creating if needed) the database at `path`, or a private one for ':memory:'. */
+export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
+  return SqliteStore.open(path, opts);
+}
+
+// Rows as SQLite returns them: BLOBs arrive as Buffers, INTEGERs as numbers.
+interface PinDb { id: string; user: string; pin_hash: Buffer; expires_at: number; tries_left: number; created_at: number }
+interface UserDb { user: string; identity_key: Buffer; created_at: number }
+interface DeviceDb { device_id: string; user: string; cert: Buffer; created_at: number }
+interface SessionDb { token_hash: Buffer; device_id: string; user: string; created_at: number; expires_at: number }
+interface TopicDb { topic_id: Buffer; host: string; size: number; epoch_start_size: number; checkpoint: Buffer; created_at: number }
+interface MemberDb { member_id: number; user: string; role: MemberRow['role'] }
+interface EntryDb { idx: number; type: EntryRow['type']; entry: Buffer }
+interface IdempotencyDb { device_id: string; client_id: string; request_hash: Buffer; response: string; created_at: number }
+interface EventDb {
+  seq: number;
+  kind: EventRow['kind'];
+  topic_id: Buffer | null;
+  user: string | null;
+  device_id: string | null;
+  idx: number | null;
+  created_at: number;
+}
+
+/**
+ * A plain Uint8Array copy of a Buffer: callers compare and serialize Uint8Arrays, and a Buffer
+ * (a subclass with its own prototype) fails deep equality against one.
+ */
+function u8(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b);
+}
+
+function schemaTooNew(version: number): Error {
+  return new Error(
+    `database schema version ${version} is newer than this server understands (${LATEST_SCHEMA_VERSION}): ` +
+      'it was written by a newer release; upgrade the server (or restore a backup) instead of downgrading',
+  );
+}
+
+const SCHEMA_MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version    INTEGER PRIMARY KEY,
+  name       TEXT NOT NULL,
+  applied_at INTEGER NOT NULL
+) STRICT`;
+
+/**
+ * Named parameters: cursor, user, device, limit. Three branches, each served by its
+ * partial index, rather than one OR that would scan every event after the cursor: a device back
+ * from a week offline must not read the whole server's traffic to find its own. Exported so a
+ * test can hold the query plan to that.
+ */
+export const EVENTS_SINCE_SQL = `
+SELECT * FROM (
+  SELECT e.* FROM topic_members m
+    JOIN events e ON e.kind = 'entry' AND e.topic_id = m.topic_id AND e.seq > @cursor
+    WHERE m.user = @user
+  UNION ALL
+  SELECT * FROM events WHERE kind = 'bundle' AND device_id = @device AND seq > @cursor
+  UNION ALL
+  SELECT * FROM events WHERE kind = 'membership' AND user = @user AND seq > @cursor
+) ORDER BY seq LIMIT @limit`;
+
+export class SqliteStore implements Store {
+  private readonly db: Database.Database;
+  private readonly stmts = new Map<string, Database.Statement>();
+
+  private constructor(db: Database.Database) {
+    this.db = db;
+  }
+
+  static async open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
+    const db = new Database(path, { timeout: opts.busyTimeoutMs ?? 5000 });
+    try {
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      // WAL lets readers run beside the one writer; refusing to run without it beats silently
+      // serializing every request behind the rollback journal.
+      if (!db.memory && mode !== 'wal') throw new Error(`could not switch ${path} to WAL mode (got ${String(mode)})`);
+      // FULL: in WAL mode NORMAL may lose the last commits on power loss, and an acknowledged
+      // message or claimed key must never come back or vanish.
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      const store = new SqliteStore(db);
+      const version = store.schemaVersion();
+      if (version > LATEST_SCHEMA_VERSION) throw schemaTooNew(version);
+      if (opts.migrate !== false) store.migrateNow();
+      return store;
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  /** Cached prepared statements, keyed by their SQL text. */
+  private q(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (s === undefined) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  private write<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private read<T>(fn: () => T): T {
+    return this.db.transaction(fn).deferred();
+  }
+
+  private schemaVersion(): number {
+    const t = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+    if (t === undefined) return 0;
+    const r = this.db.prepare('SELECT coalesce(max(version), 0) AS v FROM schema_migrations').get() as { v: number };
+    return r.v;
+  }
+
+  private migrateNow(): void {
+    const ordered = [...MIGRATIONS].sort((a, b) => a.version - b.version);
+    // One immediate transaction: two processes starting together cannot both apply a
+    // migration, and a failing migration leaves the schema exactly as it was.
+    this.write(() => {
+      this.db.exec(SCHEMA_MIGRATIONS_DDL);
+      const current = this.schemaVersion();
+      if (current > LATEST_SCHEMA_VERSION) throw schemaTooNew(current);
+      const record = this.db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
+      for (const m of ordered) {
+        if (m.version <= current) continue;
+        this.db.exec(m.sql);
+        record.run(m.version, m.name, Date.now());
+      }
+    });
+  }
+
+  /** The connection's effective settings, for health checks and tests. */
+  settings(): { journalMode: string; synchronous: number; foreignKeys: boolean; busyTimeoutMs: number; schemaVersion: number } {
+    return {
+      journalMode: String(this.db.pragma('journal_mode', { simple: true })),
+      synchronous: Number(this.db.pragma('synchronous', { simple: true })),
+      foreignKeys: Number(this.db.pragma('foreign_keys', { simple: true })) === 1,
+      busyTimeoutMs: Number(this.db.pragma('busy_timeout', { simple: true })),
+      schemaVersion: this.schemaVersion(),
+    };
+  }
+
+  async migrate(): Promise<void> {
+    this.migrateNow();
+  }
+
+  async close(): Promise<void> {
+    this.stmts.clear();
+    this.db.close();
+  }
+
+  // ---- server settings ------------------------------------------------------------------------
+
+  async getMeta(key: string): Promise<string | null> {
+    const r = this.q('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return r?.value ?? null;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    this.q('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  // ---- admin: registration pins ---------------------------------------------------------------
+
+  async createPin(pin: PinRow): Promise<void> {
+    this.q('INSERT INTO pins (id, user, pin_hash, expires_at, tries_left, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+      pin.id,
+      pin.user,
+      pin.pinHash,
+      pin.expiresAt,
+      pin.triesLeft,
+      pin.createdAt,
+    );
+  }
+
+  async listPins(): Promise<PinRow[]> {
+    const rows = this.q('SELECT * FROM pins ORDER BY created_at, id').all() as PinDb[];
+    return rows.map(pinRow);
+  }
+
+  async deletePin(id: string): Promise<boolean> {
+    return this.q('DELETE FROM pins WHERE id = ?').run(id).changes > 0;
+  }
+
+  async registerWithPin(user: UserRow, device: DeviceRow, pinHash: Uint8Array, now: number): Promise<PinResult> {
+    if (device.user !== user.user) throw new Error('registerWithPin: the first device must belong to the new user');
+    return this.write((): PinResult => {
+      if (this.q('SELECT 1 FROM users WHERE user = ?').get(user.user) !== undefined) return 'user_exists';
+      const pins = this.q('SELECT id, pin_hash FROM pins WHERE user = ? AND expires_at > ? AND tries_left > 0').all(
+        user.user,
+        now,
+      ) as Pick<PinDb, 'id' | 'pin_hash'>[];
+      if (pins.length === 0) return 'no_pin';
+      const match = pins.find((p) => equal(p.pin_hash, pinHash));
+      if (match === undefined) {
+        // Every live pin of the name pays for a wrong guess: issuing several pins must not
+        // multiply the guesses an attacker gets.
+        this.q('UPDATE pins SET tries_left = tries_left - 1 WHERE user = ? AND expires_at > ?').run(user.user, now);
+        this.q('DELETE FROM pins WHERE user = ? AND tries_left <= 0').run(user.user);
+        return 'wrong_pin';
+      }
+      this.q('DELETE FROM pins WHERE id = ?').run(match.id);
+      this.q('INSERT INTO users (user, identity_key, created_at) VALUES (?, ?, ?)').run(user.user, user.identityKey, user.createdAt);
+      // Throws device.exists for a revoked key; the rollback then restores the pin.
+      this.insertDevice(device);
+      return 'ok';
+    });
+  }
+
+  // ---- users and devices ----------------------------------------------------------------------
+
+  async getUser(user: string): Promise<UserRow | null> {
+    const r = this.q('SELECT * FROM users WHERE user = ?').get(user) as UserDb | undefined;
+    return r === undefined ? null : userRow(r);
+  }
+
+  async listUsers(): Promise<UserRow[]> {
+    return (this.q('SELECT * FROM users ORDER BY user').all() as UserDb[]).map(userRow);
+  }
+
+  async deleteUser(user: string): Promise<{ deleted: boolean; blobIds: Uint8Array[] }> {
+    return this.write(() => {
+      if (this.q('SELECT 1 FROM users WHERE user = ?').get(user) === undefined) return { deleted: false, blobIds: [] };
+      const devices = this.q('SELECT device_id FROM devices WHERE user = ?').all(user) as { device_id: string }[];
+      for (const d of devices) {
+        this.q('DELETE FROM bundles WHERE sender_device_id = ?').run(d.device_id);
+        this.removeDevice(d.device_id);
+      }
+      // Membership events would otherwise surface to whoever registers the name next.
+      this.q("DELETE FROM events WHERE kind = 'membership' AND user = ?").run(user);
+      this.q('DELETE FROM pins WHERE user = ?').run(user);
+      // Topic keys go by ON DELETE CASCADE; topic_members deliberately have no link to users.
+      this.q('DELETE FROM users WHERE user = ?').run(user);
+      // No blob table yet: it lands with files (uploads will record their uploader there).
+      return { deleted: true, blobIds: [] };
+    });
+  }
+
+  async addDevice(device: DeviceRow): Promise<void> {
+    this.write(() => this.insertDevice(device));
+  }
+
+  private insertDevice(d: DeviceRow): void {
+    const used = this.q(
+      'SELECT 1 FROM devices WHERE device_id = @id UNION ALL SELECT 1 FROM removed_devices WHERE device_id = @id',
+    ).get({ id: d.deviceId });
+    if (used !== undefined) throw new RendezvousError('device.exists');
+    this.q('INSERT INTO devices (device_id, user, cert, created_at) VALUES (?, ?, ?, ?)').run(d.deviceId, d.user, d.cert, d.createdAt);
+  }
+
+  /** Sessions, challenges, prekeys, pending bundles and idempotency records go by ON DELETE CASCADE. */
+  private removeDevice(deviceId: string): void {
+    this.q('INSERT OR IGNORE INTO removed_devices (device_id) VALUES (?)').run(deviceId);
+    this.q("DELETE FROM events WHERE kind = 'bundle' AND device_id = ?").run(deviceId);
+    this.q('DELETE FROM devices WHERE device_id = ?').run(deviceId);
+  }
+
+  async getDevice(deviceId: string): Promise<DeviceRow | null> {
+    const r = this.q('SELECT * FROM devices WHERE device_id = ?').get(deviceId) as DeviceDb | undefined;
+    return r === undefined ? null : deviceRow(r);
+  }
+
+  async listDevices(user: string): Promise<DeviceRow[]> {
+    return (this.q('SELECT * FROM devices WHERE user = ? ORDER BY created_at, device_id').all(user) as DeviceDb[]).map(deviceRow);
+  }
+
+  async deleteDevice(deviceId: string): Promise<boolean> {
+    return this.write(() => {
+      if (this.q('SELECT 1 FROM devices WHERE device_id = ?').get(deviceId) === undefined) return false;
+      this.removeDevice(deviceId);
+      return true;
+    });
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------
+
+  async createSession(s: SessionRow): Promise<void> {
+    this.q('INSERT INTO sessions (token_hash, device_id, user, created_at, expires_at) VALUES (?, ?, ?, ?, ?)').run(
+      s.tokenHash,
+      s.deviceId,
+      s.user,
+      s.createdAt,
+      s.expiresAt,
+    );
+  }
+
+  async getSession(tokenHash: Uint8Array, now: number): Promise<SessionRow | null> {
+    const r = this.q('SELECT * FROM sessions WHERE token_hash = ? AND expires_at > ?').get(tokenHash, now) as SessionDb | undefined;
+    return r === undefined
+      ? null
+      : { tokenHash: u8(r.token_hash), deviceId: r.device_id, user: r.user, createdAt: r.created_at, expiresAt: r.expires_at };
+  }
+
+  async deleteSession(tokenHash: Uint8Array): Promise<boolean> {
+    return this.q('DELETE FROM sessions WHERE token_hash = ?').run(tokenHash).changes > 0;
+  }
+
+  async putChallenge(challenge: Uint8Array, deviceId: string, expiresAt: number): Promise<void> {
+    this.q('INSERT INTO challenges (challenge, device_id, expires_at) VALUES (?, ?, ?)').run(challenge, deviceId, expiresAt);
+  }
+
+  async takeChallenge(challenge: Uint8Array, deviceId: string, now: number): Promise<boolean> {
+    return this.write(() => {
+      const taken =
+        this.q('DELETE FROM challenges WHERE challenge = ? AND device_id = ? AND expires_at > ?').run(challenge, deviceId, now)
+          .changes > 0;
+      // The only call that knows the time, so it also sweeps challenges nobody came back for.
+      this.q('DELETE FROM challenges WHERE expires_at <= ?').run(now);
+      return taken;
+    });
+  }
+
+  // ---- device prekeys -------------------------------------------------------------------------
+
+  async addPrekeys(deviceId: string, prekeys: { prekey: Uint8Array; encoded: Uint8Array }[], max: number): Promise<number> {
+    return this.write(() => {
+      const insert = this.q('INSERT OR IGNORE INTO prekeys (device_id, prekey, encoded) VALUES (?, ?, ?)');
+      for (const p of prekeys) insert.run(deviceId, p.prekey, p.encoded);
+      const n = this.countPrekeysNow(deviceId);
+      // Throwing rolls the inserts back: a rejected upload adds nothing.
+      if (n > max) throw new RendezvousError('keys.too_many', `a device holds at most ${max} prekeys`);
+      return n;
+    });
+  }
+
+  private countPrekeysNow(deviceId: string): number {
+    return (this.q('SELECT count(*) AS n FROM prekeys WHERE device_id = ?').get(deviceId) as { n: number }).n;
+  }
+
+  async countPrekeys(deviceId: string): Promise<number> {
+    return this.countPrekeysNow(deviceId);
+  }
+
+  async claimPrekey(deviceId: string): Promise<Uint8Array | null> {
+    return this.write(() => {
+      const r = this.q(
+        'DELETE FROM prekeys WHERE id = (SELECT id FROM prekeys WHERE device_id = ? ORDER BY id LIMIT 1) RETURNING encoded',
+      ).get(deviceId) as { encoded: Buffer } | undefined;
+      return r === undefined ? null : u8(r.encoded);
+    });
+  }
+
+  // ---- topic keys -----------------------------------------------------------------------------
+
+  async addTopicKeys(user: string, keys: { keyId: string; encoded: Uint8Array }[], max: number): Promise<number> {
+    return this.write(() => {
+      const insert = this.q('INSERT OR IGNORE INTO topic_keys (user, key_id, encoded) VALUES (?, ?, ?)');
+      for (const k of keys) insert.run(user, k.keyId, k.encoded);
+      const n = this.countTopicKeysNow(user);
+      if (n > max) throw new RendezvousError('keys.too_many', `a user holds at most ${max} topic keys`);
+      return n;
+    });
+  }
+
+  private countTopicKeysNow(user: string): number {
+    return (this.q('SELECT count(*) AS n FROM topic_keys WHERE user = ?').get(user) as { n: number }).n;
+  }
+
+  async countTopicKeys(user: string): Promise<number> {
+    return this.countTopicKeysNow(user);
+  }
+
+  async claimTopicKey(user: string): Promise<Uint8Array | null> {
+    return this.write(() => {
+      const r = this.q(
+        'DELETE FROM topic_keys WHERE id = (SELECT id FROM topic_keys WHERE user = ? ORDER BY id LIMIT 1) RETURNING encoded',
+      ).get(user) as { encoded: Buffer } | undefined;
+      return r === undefined ? null : u8(r.encoded);
+    });
+  }
+
+  // ---- key bundles ----------------------------------------------------------------------------
+
+  async addBundle(recipientDeviceId: string, senderDeviceId: string, encoded: Uint8Array, now: number): Promise<number> {
+    return this.write(() => {
+      const r = this.q(
+        'INSERT INTO bundles (recipient_device_id, sender_device_id, encoded, created_at) VALUES (?, ?, ?, ?)',
+      ).run(recipientDeviceId, senderDeviceId, encoded, now);
+      this.insertEvent('bundle', null, null, recipientDeviceId, null, now);
+      return Number(r.lastInsertRowid);
+    });
+  }
+
+  async listBundles(recipientDeviceId: string): Promise<{ id: number; senderDeviceId: string; encoded: Uint8Array }[]> {
+    const rows = this.q('SELECT id, sender_device_id, encoded FROM bundles WHERE recipient_device_id = ? ORDER BY id').all(
+      recipientDeviceId,
+    ) as { id: number; sender_device_id: string; encoded: Buffer }[];
+    return rows.map((r) => ({ id: r.id, senderDeviceId: r.sender_device_id, encoded: u8(r.encoded) }));
+  }
+
+  async ackBundles(recipientDeviceId: string, upTo: number): Promise<number> {
+    return this.q('DELETE FROM bundles WHERE recipient_device_id = ? AND id <= ?').run(recipientDeviceId, upTo).changes;
+  }
+
+  // ---- idempotency ----------------------------------------------------------------------------
+
+  async getIdempotency(deviceId: string, clientId: string): Promise<IdempotencyRow | null> {
+    const r = this.q('SELECT * FROM idempotency WHERE device_id = ? AND client_id = ?').get(deviceId, clientId) as
+      | IdempotencyDb
+      | undefined;
+    return r === undefined
+      ? null
+      : { deviceId: r.device_id, clientId: r.client_id, requestHash: u8(r.request_hash), response: r.response, createdAt: r.created_at };
+  }
+
+  async putIdempotency(row: IdempotencyRow): Promise<void> {
+    this.write(() => this.insertIdempotency(row));
+  }
+
+  /** A second record for the same id means two copies of one request raced: the loser retries and replays. */
+  private insertIdempotency(row: IdempotencyRow): void {
+    if (this.q('SELECT 1 FROM idempotency WHERE device_id = ? AND client_id = ?').get(row.deviceId, row.clientId) !== undefined) {
+      throw new RendezvousError('store.conflict', 'a request with this client id was already recorded');
+    }
+    this.q('INSERT INTO idempotency (device_id, client_id, request_hash, response, created_at) VALUES (?, ?, ?, ?, ?)').run(
+      row.deviceId,
+      row.clientId,
+      row.requestHash,
+      row.response,
+      row.createdAt,
+    );
+  }
+
+  // ---- topics and logs ------------------------------------------------------------------------
+
+  async createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void> {
+    this.write(() => {
+      if (this.q('SELECT 1 FROM topics WHERE topic_id = ?').get(topic.topicId) !== undefined) {
+        throw new RendezvousError('topic.exists');
+      }
+      if (batch.expectedSize !== 0) throw new Error('createTopic: a new topic starts from an empty log (expectedSize 0)');
+      checkBatchShape(batch);
+      this.q(
+        'INSERT INTO topics (topic_id, host, size, epoch_start_size, checkpoint, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+      ).run(topic.topicId, topic.host, batch.newSize, batch.epochStartSize, batch.checkpoint, topic.createdAt);
+      this.applyBatch(topic.topicId, batch, [], topic.createdAt);
+    });
+  }
+
+  async getTopic(topicId: Uint8Array): Promise<TopicRow | null> {
+    const r = this.q('SELECT * FROM topics WHERE topic_id = ?').get(topicId) as TopicDb | undefined;
+    return r === undefined
+      ? null
+      : {
+          topicId: u8(r.topic_id),
+          host: r.host,
+          size: r.size,
+          epochStartSize: r.epoch_start_size,
+          checkpoint: u8(r.checkpoint),
+          createdAt: r.created_at,
+        };
+  }
+
+  async append(topicId: Uint8Array, batch: AppendBatch): Promise<void> {
+    this.write(() => {
+      const t = this.q('SELECT size FROM topics WHERE topic_id = ?').get(topicId) as { size: number } | undefined;
+      if (t === undefined) throw new RendezvousError('topic.unknown');
+      if (t.size !== batch.expectedSize) {
+        throw new RendezvousError('store.conflict', `the log has ${t.size} entries, not ${batch.expectedSize}`);
+      }
+      checkBatchShape(batch);
+      const before = batch.members === undefined ? [] : this.membersNow(topicId);
+      // The batch carries no time of its own; the events only need a wall-clock hint.
+      this.applyBatch(topicId, batch, before, Date.now());
+      this.q('UPDATE topics SET size = ?, epoch_start_size = ?, checkpoint = ? WHERE topic_id = ?').run(
+        batch.newSize,
+        batch.epochStartSize,
+        batch.checkpoint,
+        topicId,
+      );
+    });
+  }
+
+  /** Everything of a batch but the topic row itself; the caller's transaction makes it atomic. */
+  private applyBatch(topicId: Uint8Array, batch: AppendBatch, before: MemberRow[], now: number): void {
+    const nonce = this.q('INSERT OR IGNORE INTO message_nonces (topic_id, nonce) VALUES (?, ?)');
+    for (const n of batch.nonces) {
+      if (nonce.run(topicId, n).changes === 0) throw new RendezvousError('topic.replay');
+    }
+    const entry = this.q('INSERT INTO log_entries (topic_id, idx, type, entry) VALUES (?, ?, ?, ?)');
+    for (const e of batch.entries) entry.run(topicId, e.index, e.type, e.entry);
+    // Plain INSERT: stored hashes are written once and never rewritten (merkle.ts), so a
+    // collision is a bug worth failing on.
+    const hash = this.q('INSERT INTO log_hashes (topic_id, hidx, hash) VALUES (?, ?, ?)');
+    for (const h of batch.hashes) hash.run(topicId, h.index, h.hash);
+    if (batch.idempotency !== undefined) this.insertIdempotency(batch.idempotency);
+    for (const e of batch.entries) this.insertEvent('entry', topicId, null, null, e.index, now);
+    if (batch.members !== undefined) {
+      this.q('DELETE FROM topic_members WHERE topic_id = ?').run(topicId);
+      const member = this.q('INSERT INTO topic_members (topic_id, member_id, user, role) VALUES (?, ?, ?, ?)');
+      for (const m of batch.members) member.run(topicId, m.memberId, m.user, m.role);
+      const was = new Set(before.map((m) => m.user));
+      const is = new Set(batch.members.map((m) => m.user));
+      for (const u of is) if (!was.has(u)) this.insertEvent('membership', topicId, u, null, null, now);
+      for (const u of was) if (!is.has(u)) this.insertEvent('membership', topicId, u, null, null, now);
+    }
+  }
+
+  private insertEvent(
+    kind: EventRow['kind'],
+    topicId: Uint8Array | null,
+    user: string | null,
+    deviceId: string | null,
+    index: number | null,
+    now: number,
+  ): void {
+    this.q('INSERT INTO events (kind, topic_id, user, device_id, idx, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+      kind,
+      topicId,
+      user,
+      deviceId,
+      index,
+      now,
+    );
+  }
+
+  async getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]> {
+    // SQLite reads a negative LIMIT as "no limit".
+    if (limit <= 0) return [];
+    const rows = this.q('SELECT idx, type, entry FROM log_entries WHERE topic_id = ? AND idx >= ? ORDER BY idx LIMIT ?').all(
+      topicId,
+      from,
+      limit,
+    ) as EntryDb[];
+    return rows.map((r) => ({ index: r.idx, type: r.type, entry: u8(r.entry) }));
+  }
+
+  async readHashes(topicId: Uint8Array, indexes: number[]): Promise<Uint8Array[]> {
+    // One read transaction so every hash comes from the same snapshot of the log.
+    return this.read(() => {
+      const get = this.q('SELECT hash FROM log_hashes WHERE topic_id = ? AND hidx = ?');
+      return indexes.map((i) => {
+        const r = get.get(topicId, i) as { hash: Buffer } | undefined;
+        if (r === undefined) throw new Error(`stored hash ${i} of topic ${toHex(topicId)} is missing`);
+        return u8(r.hash);
+      });
+    });
+  }
+
+  private membersNow(topicId: Uint8Array): MemberRow[] {
+    const rows = this.q('SELECT member_id, user, role FROM topic_members WHERE topic_id = ? ORDER BY member_id').all(
+      topicId,
+    ) as MemberDb[];
+    return rows.map((r) => ({ memberId: r.member_id, user: r.user, role: r.role }));
+  }
+
+  async getMembers(topicId: Uint8Array): Promise<MemberRow[]> {
+    return this.membersNow(topicId);
+  }
+
+  async topicsOf(user: string): Promise<Uint8Array[]> {
+    const rows = this.q('SELECT topic_id FROM topic_members WHERE user = ? ORDER BY topic_id').all(user) as { topic_id: Buffer }[];
+    return rows.map((r) => u8(r.topic_id));
+  }
+
+  async hasNonce(topicId: Uint8Array, nonce: Uint8Array): Promise<boolean> {
+    return this.q('SELECT 1 FROM message_nonces WHERE topic_id = ? AND nonce = ?').get(topicId, nonce) !== undefined;
+  }
+
+  // ---- live delivery --------------------------------------------------------------------------
+
+  async eventsSince(cursor: number, user: string, deviceId: string, limit: number): Promise<EventRow[]> {
+    if (limit <= 0) return [];
+    const rows = this.q(EVENTS_SINCE_SQL).all({ cursor, user, device: deviceId, limit }) as EventDb[];
+    return rows.map((r) => ({
+      seq: r.seq,
+      kind: r.kind,
+      topicId: r.topic_id === null ? null : u8(r.topic_id),
+      user: r.user,
+      deviceId: r.device_id,
+      index: r.idx,
+      createdAt: r.created_at,
+    }));
+  }
+
+  async latestEventSeq(): Promise<number> {
+    // The AUTOINCREMENT high-water mark rather than max(seq): deleting a removed device's
+    // events must not move the latest sequence number backwards.
+    const r = this.q("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | undefined;
+    return r?.seq ?? 0;
+  }
+
+  // ---- operations -----------------------------------------------------------------------------
+
+  async counts(): Promise<{ users: number; devices: number; topics: number; entries: number; pins: number }> {
+    // Entries from the topic sizes: the same number without scanning the largest table.
+    return this.q(`SELECT
+        (SELECT count(*) FROM users) AS users,
+        (SELECT count(*) FROM devices) AS devices,
+        (SELECT count(*) FROM topics) AS topics,
+        (SELECT coalesce(sum(size), 0) FROM topics) AS entries,
+        (SELECT count(*) FROM pins) AS pins`).get() as { users: number; devices: number; topics: number; entries: number; pins: number };
+  }
+
+  async backup(path: string): Promise<void> {
+    await this.db.backup(path);
+  }
+}
+
+/** The store trusts the protocol layer for content, but a batch that would leave holes in the log is a bug. */
+function checkBatchShape(batch: AppendBatch): void {
+  if (batch.newSize !== batch.expectedSize + batch.entries.length) {
+    throw new Error(`append batch: ${batch.entries.length} entries cannot take size ${batch.expectedSize} to ${batch.newSize}`);
+  }
+  batch.entries.forEach((e, i) => {
+    if (e.index !== batch.expectedSize + i) throw new Error(`append batch: entry ${i} has index ${e.index}, expected ${batch.expectedSize + i}`);
+  });
+}
+
+function pinRow(r: PinDb): PinRow {
+  return { id: r.id, user: r.user, pinHash: u8(r.pin_hash), expiresAt: r.expires_at, triesLeft: r.tries_left, createdAt: r.created_at };
+}
+
+function userRow(r: UserDb): UserRow {
+  return { user: r.user, identityKey: u8(r.identity_key), createdAt: r.created_at };
+}
+
+function deviceRow(r: DeviceDb): DeviceRow {
+  return { deviceId: r.device_id, user: r.user, cert: u8(r.cert), createdAt: r.created_at };
+}

@@ -1,0 +1,989 @@
+/**
+ * The Store conformance suite: every guarantee of storage/store.ts, stated once and run against
+ * every backend (`storeConformance('sqlite', …)`, later PostgreSQL). A backend passes only if
+ * it behaves identically here, so the server's domain logic can rely on the interface alone.
+ *
+ * The store does not validate protocol content, so the fixtures are small hand-made byte
+ * strings rather than real protocol objects.
+ */
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRendezvousError, toHex, utf8, type ErrorCode } from '@rendezvous/protocol';
+import type { AppendBatch, DeviceRow, EventRow, IdempotencyRow, MemberRow, PinRow, Store, UserRow } from '../../src/storage/store.ts';
+
+export interface StoreHarness {
+  /** A fresh, migrated, empty store. */
+  store: Store;
+  /** Opens the same data again (the test closes the previous store first). Without it the durability tests are skipped. */
+  reopen?: () => Promise<Store>;
+  /** Opens what `backup(path)` wrote as a store. Without it the backup test is skipped. */
+  openBackup?: (path: string) => Promise<Store>;
+  /** Closes every store the harness opened (closed ones included) and deletes the data. */
+  cleanup: () => Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+const NOW = 1_700_000_000_000;
+const HOUR = 3_600_000;
+
+const b = (...xs: number[]): Uint8Array => new Uint8Array(xs);
+const fill = (n: number, x: number): Uint8Array => new Uint8Array(n).fill(x);
+const hex = (xs: Uint8Array[]): string[] => xs.map(toHex).sort();
+
+function userRow(user: string): UserRow {
+  return { user, identityKey: utf8(`ik:${user}`), createdAt: NOW };
+}
+
+function deviceRow(deviceId: string, user: string, createdAt = NOW): DeviceRow {
+  return { deviceId, user, cert: utf8(`cert:${deviceId}`), createdAt };
+}
+
+function pinHashOf(s: string): Uint8Array {
+  const out = new Uint8Array(32);
+  out.set(utf8(s).subarray(0, 32));
+  return out;
+}
+
+function pinRow(id: string, user: string, pin: string, opts: Partial<PinRow> = {}): PinRow {
+  return { id, user, pinHash: pinHashOf(pin), expiresAt: NOW + HOUR, triesLeft: 3, createdAt: NOW, ...opts };
+}
+
+/** A registered user with the given devices (the first through registerWithPin). */
+async function addUser(s: Store, user: string, ...devices: string[]): Promise<void> {
+  await s.createPin(pinRow(`pin-${user}`, user, `secret-${user}`));
+  const [first, ...rest] = devices;
+  assert.ok(first !== undefined, 'first !== undefined');
+  assert.equal(await s.registerWithPin(userRow(user), deviceRow(first, user), pinHashOf(`secret-${user}`), NOW), 'ok');
+  for (const d of rest) await s.addDevice(deviceRow(d, user));
+}
+
+const T1 = fill(32, 0x71);
+const T2 = fill(32, 0x72);
+const T3 = fill(32, 0x73);
+
+const entryBytes = (t: Uint8Array, i: number) => b(0xe0, t[0]!, i & 0xff, i >> 8);
+const nonceOf = (i: number, salt = 0) => b(0xa0, salt, i & 0xff, i >> 8);
+const hashOf = (t: Uint8Array, i: number) => fill(32, (t[0]! + i) & 0xff);
+
+/**
+ * A batch of `count` entries after `size`: entry 0 of a log is an update, the rest messages
+ * with one nonce each; one stored hash per entry, at the entry's index (the store does not care
+ * about the Merkle layout).
+ */
+function batch(
+  t: Uint8Array,
+  size: number,
+  count: number,
+  opts: { members?: MemberRow[]; idempotency?: IdempotencyRow; nonces?: Uint8Array[]; epochStartSize?: number } = {},
+): AppendBatch {
+  const entries = Array.from({ length: count }, (_, k) => {
+    const index = size + k;
+    return { index, type: index === 0 ? ('update' as const) : ('message' as const), entry: entryBytes(t, index) };
+  });
+  const out: AppendBatch = {
+    expectedSize: size,
+    entries,
+    hashes: entries.map((e) => ({ index: e.index, hash: hashOf(t, e.index) })),
+    newSize: size + count,
+    checkpoint: b(0xc0, t[0]!, size + count),
+    epochStartSize: opts.epochStartSize ?? 1,
+    nonces: opts.nonces ?? entries.filter((e) => e.type === 'message').map((e) => nonceOf(e.index)),
+  };
+  if (opts.members !== undefined) out.members = opts.members;
+  if (opts.idempotency !== undefined) out.idempotency = opts.idempotency;
+  return out;
+}
+
+const admin = (memberId: number, user: string): MemberRow => ({ memberId, user, role: 'admin' });
+const participant = (memberId: number, user: string): MemberRow => ({ memberId, user, role: 'participant' });
+
+async function createTopic(s: Store, t: Uint8Array, members: MemberRow[], entries = 1): Promise<void> {
+  await s.createTopic({ topicId: t, host: 'alpha.example', createdAt: NOW }, batch(t, 0, entries, { members }));
+}
+
+function idem(deviceId: string, clientId: string, response = '{"ok":true}'): IdempotencyRow {
+  return { deviceId, clientId, requestHash: fill(32, clientId.length), response, createdAt: NOW };
+}
+
+async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(isRendezvousError(e, code), `expected ${code}, got ${String(e)}`);
+    return true;
+  });
+}
+
+const prekeys = (device: number, from: number, n: number) =>
+  Array.from({ length: n }, (_, i) => ({ prekey: b(0x50, device, from + i), encoded: b(0x51, device, from + i) }));
+
+const topicKeys = (from: number, n: number) =>
+  Array.from({ length: n }, (_, i) => ({ keyId: `tk-${from + i}`, encoded: b(0x54, from + i) }));
+
+/** A full picture of one topic and everything an append may touch, to prove nothing moved. */
+async function topicState(s: Store, t: Uint8Array) {
+  return {
+    topic: await s.getTopic(t),
+    entries: await s.getEntries(t, 0, 1_000),
+    members: await s.getMembers(t),
+    latest: await s.latestEventSeq(),
+    counts: await s.counts(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export function storeConformance(
+  name: string,
+  open: () => Promise<StoreHarness>,
+): void {
+  describe(`Store conformance: ${name}`, () => {
+    let h: StoreHarness;
+    let s: Store;
+
+    beforeEach(async () => {
+      h = await open();
+      s = h.store;
+    });
+    afterEach(async () => {
+      await h.cleanup();
+    });
+
+    describe('schema and settings', () => {
+      it('migrate() is idempotent and keeps data', async () => {
+        await s.setMeta('k', 'v');
+        await s.migrate();
+        await s.migrate();
+        assert.equal(await s.getMeta('k'), 'v');
+      });
+
+      it('meta: absent is null, set then get, set overwrites', async () => {
+        assert.equal(await s.getMeta('name'), null);
+        await s.setMeta('name', 'alpha.example');
+        assert.equal(await s.getMeta('name'), 'alpha.example');
+        await s.setMeta('name', 'beta.example');
+        assert.equal(await s.getMeta('name'), 'beta.example');
+        await s.setMeta('empty', '');
+        assert.equal(await s.getMeta('empty'), '');
+      });
+    });
+
+    describe('pins', () => {
+      it('create, list (every field) and delete', async () => {
+        const p1 = pinRow('p1', 'alice@alpha.example', '111', { triesLeft: 5, expiresAt: NOW + 7, createdAt: NOW - 2 });
+        const p2 = pinRow('p2', 'bob@alpha.example', '222', { createdAt: NOW - 1 });
+        await s.createPin(p1);
+        await s.createPin(p2);
+        assert.deepEqual(await s.listPins(), [p1, p2]);
+        assert.equal(await s.deletePin('p1'), true);
+        assert.equal(await s.deletePin('p1'), false);
+        assert.equal(await s.deletePin('nope'), false);
+        assert.deepEqual(await s.listPins(), [p2]);
+      });
+
+      it('a pin id is unique', async () => {
+        await s.createPin(pinRow('p1', 'alice@alpha.example', '111'));
+        await assert.rejects(s.createPin(pinRow('p1', 'bob@alpha.example', '222')));
+        assert.equal((await s.listPins()).length, 1);
+      });
+    });
+
+    describe('registerWithPin', () => {
+      const alice = 'alice@alpha.example';
+
+      it('no pin at all: no_pin, nothing created', async () => {
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('1'), NOW), 'no_pin');
+        assert.equal(await s.getUser(alice), null);
+        assert.equal(await s.getDevice('a1'), null);
+      });
+
+      it('ok: the pin is deleted and the user and first device exist', async () => {
+        await s.createPin(pinRow('p1', alice, '123456'));
+        await s.createPin(pinRow('other', 'bob@alpha.example', '123456'));
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('123456'), NOW), 'ok');
+        assert.deepEqual(await s.getUser(alice), userRow(alice));
+        assert.deepEqual(await s.getDevice('a1'), deviceRow('a1', alice));
+        assert.deepEqual(await s.listDevices(alice), [deviceRow('a1', alice)]);
+        assert.deepEqual((await s.listPins()).map((p) => p.id), ['other']);
+      });
+
+      it('user_exists is checked first and leaves the pin untouched', async () => {
+        await addUser(s, alice, 'a1');
+        const p = pinRow('p2', alice, '999', { triesLeft: 2 });
+        await s.createPin(p);
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a9', alice), pinHashOf('999'), NOW), 'user_exists');
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a9', alice), pinHashOf('wrong'), NOW), 'user_exists');
+        assert.deepEqual(await s.listPins(), [p]);
+        assert.equal(await s.getDevice('a9'), null);
+      });
+
+      it('wrong pin: every unexpired pin of the name loses a try; at zero the pin is deleted', async () => {
+        await s.createPin(pinRow('p1', alice, '111', { triesLeft: 2 }));
+        await s.createPin(pinRow('p2', alice, '222', { triesLeft: 3 }));
+        await s.createPin(pinRow('old', alice, '333', { triesLeft: 3, expiresAt: NOW - 1 }));
+        await s.createPin(pinRow('bob', 'bob@alpha.example', '444', { triesLeft: 3 }));
+        const tries = async () => Object.fromEntries((await s.listPins()).map((p) => [p.id, p.triesLeft]));
+
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('000'), NOW), 'wrong_pin');
+        assert.deepEqual(await tries(), { p1: 1, p2: 2, old: 3, bob: 3 });
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('000'), NOW), 'wrong_pin');
+        assert.deepEqual(await tries(), { p2: 1, old: 3, bob: 3 });
+        // The right pin of a deleted pin no longer works, but the surviving one does.
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('111'), NOW), 'wrong_pin');
+        assert.deepEqual(await tries(), { old: 3, bob: 3 });
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('222'), NOW), 'no_pin');
+        assert.equal(await s.getUser(alice), null);
+      });
+
+      it('a right pin after a wrong one still registers', async () => {
+        await s.createPin(pinRow('p1', alice, '111', { triesLeft: 2 }));
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('000'), NOW), 'wrong_pin');
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('111'), NOW), 'ok');
+        assert.deepEqual(await s.listPins(), []);
+      });
+
+      it('expired pins are ignored (no_pin) and not touched; expiry is at expiresAt exactly', async () => {
+        const p = pinRow('p1', alice, '111', { expiresAt: NOW });
+        await s.createPin(p);
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('111'), NOW), 'no_pin');
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('000'), NOW), 'no_pin');
+        assert.deepEqual(await s.listPins(), [p]);
+        assert.equal(await s.getUser(alice), null);
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('111'), NOW - 1), 'ok');
+      });
+
+      it("another user's pin does not register this one", async () => {
+        await s.createPin(pinRow('p1', 'bob@alpha.example', '111'));
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('111'), NOW), 'no_pin');
+        assert.equal((await s.listPins())[0]?.triesLeft, 3);
+      });
+
+      it('is atomic: a device id already used fails with device.exists and leaves no user and the pin intact', async () => {
+        await addUser(s, 'bob@alpha.example', 'b1', 'b2');
+        assert.equal(await s.deleteDevice('b2'), true);
+        const p = pinRow('p1', alice, '111');
+        await s.createPin(p);
+        for (const used of ['b1', 'b2']) {
+          await rejectsWith(s.registerWithPin(userRow(alice), deviceRow(used, alice), pinHashOf('111'), NOW), 'device.exists');
+          assert.equal(await s.getUser(alice), null);
+          assert.deepEqual(await s.listPins(), [p]);
+        }
+        assert.equal((await s.getDevice('b1'))?.user, 'bob@alpha.example');
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('111'), NOW), 'ok');
+      });
+    });
+
+    describe('users and devices', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@alpha.example';
+
+      it('getUser / listUsers', async () => {
+        assert.equal(await s.getUser(alice), null);
+        assert.deepEqual(await s.listUsers(), []);
+        await addUser(s, bob, 'b1');
+        await addUser(s, alice, 'a1');
+        assert.deepEqual(await s.listUsers(), [userRow(alice), userRow(bob)]);
+      });
+
+      it('addDevice / getDevice / listDevices (oldest first)', async () => {
+        await addUser(s, alice, 'a1');
+        await s.addDevice(deviceRow('a3', alice, NOW + 2));
+        await s.addDevice(deviceRow('a2', alice, NOW + 1));
+        assert.deepEqual(await s.getDevice('a2'), deviceRow('a2', alice, NOW + 1));
+        assert.equal(await s.getDevice('zz'), null);
+        assert.deepEqual(
+          (await s.listDevices(alice)).map((d) => d.deviceId),
+          ['a1', 'a2', 'a3'],
+        );
+        assert.deepEqual(await s.listDevices(bob), []);
+      });
+
+      it('a device id in use fails with device.exists, also for another user', async () => {
+        await addUser(s, alice, 'a1');
+        await addUser(s, bob, 'b1');
+        await rejectsWith(s.addDevice(deviceRow('a1', alice)), 'device.exists');
+        await rejectsWith(s.addDevice(deviceRow('a1', bob)), 'device.exists');
+        assert.equal((await s.getDevice('a1'))?.user, alice);
+      });
+
+      it('a device of an unknown user is refused', async () => {
+        await assert.rejects(s.addDevice(deviceRow('x1', 'ghost@alpha.example')));
+        assert.equal(await s.getDevice('x1'), null);
+      });
+
+      it('deleteDevice: true then false; the id can never be added again', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await addUser(s, bob, 'b1');
+        assert.equal(await s.deleteDevice('a2'), true);
+        assert.equal(await s.deleteDevice('a2'), false);
+        assert.equal(await s.deleteDevice('never'), false);
+        assert.equal(await s.getDevice('a2'), null);
+        assert.deepEqual((await s.listDevices(alice)).map((d) => d.deviceId), ['a1']);
+        await rejectsWith(s.addDevice(deviceRow('a2', alice)), 'device.exists');
+        await rejectsWith(s.addDevice(deviceRow('a2', bob)), 'device.exists');
+        assert.equal(await s.getDevice('a2'), null);
+      });
+
+      it("deleteDevice removes its sessions, challenges, prekeys, pending bundles and idempotency records, and nobody else's", async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        for (const d of ['a1', 'a2']) {
+          await s.createSession({ tokenHash: utf8(`tok-${d}`.padEnd(32)), deviceId: d, user: alice, createdAt: NOW, expiresAt: NOW + HOUR });
+          await s.putChallenge(utf8(`ch-${d}`), d, NOW + HOUR);
+          await s.addPrekeys(d, prekeys(d === 'a1' ? 1 : 2, 0, 3), 10);
+          await s.putIdempotency(idem(d, 'c1'));
+        }
+        await s.addBundle('a1', 'a2', b(1), NOW);
+        await s.addBundle('a2', 'a1', b(2), NOW);
+        await s.addTopicKeys(alice, topicKeys(0, 2), 10);
+
+        assert.equal(await s.deleteDevice('a1'), true);
+
+        assert.equal(await s.getSession(utf8('tok-a1'.padEnd(32)), NOW), null);
+        assert.equal(await s.takeChallenge(utf8('ch-a1'), 'a1', NOW), false);
+        assert.equal(await s.countPrekeys('a1'), 0);
+        assert.equal(await s.claimPrekey('a1'), null);
+        assert.deepEqual(await s.listBundles('a1'), []);
+        assert.equal(await s.getIdempotency('a1', 'c1'), null);
+        // The sibling keeps everything, including the bundle the removed device sent it.
+        assert.notEqual(await s.getSession(utf8('tok-a2'.padEnd(32)), NOW), null);
+        assert.equal(await s.takeChallenge(utf8('ch-a2'), 'a2', NOW), true);
+        assert.equal(await s.countPrekeys('a2'), 3);
+        assert.deepEqual(
+          (await s.listBundles('a2')).map((x) => ({ senderDeviceId: x.senderDeviceId, encoded: x.encoded })),
+          [{ senderDeviceId: 'a1', encoded: b(2) }],
+        );
+        assert.notEqual(await s.getIdempotency('a2', 'c1'), null);
+        assert.equal(await s.countTopicKeys(alice), 2);
+        assert.notEqual(await s.getUser(alice), null);
+      });
+
+      it("deleteUser removes everything of theirs (devices, sessions, prekeys, topic keys, bundles to or from them, idempotency, pins of the name) but not topic logs", async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await addUser(s, bob, 'b1');
+        for (const d of ['a1', 'a2', 'b1']) {
+          await s.createSession({ tokenHash: utf8(`tok-${d}`), deviceId: d, user: d === 'b1' ? bob : alice, createdAt: NOW, expiresAt: NOW + HOUR });
+          await s.putIdempotency(idem(d, 'c1'));
+        }
+        await s.addPrekeys('a1', prekeys(1, 0, 3), 10);
+        await s.addPrekeys('b1', prekeys(3, 0, 3), 10);
+        await s.addTopicKeys(alice, topicKeys(0, 3), 10);
+        await s.addTopicKeys(bob, topicKeys(100, 3), 10);
+        await s.addBundle('a2', 'a1', b(1), NOW);
+        await s.addBundle('b1', 'a1', b(2), NOW); // from one of alice's devices
+        await s.addBundle('b1', 'remote-device', b(3), NOW);
+        await s.createPin(pinRow('again', alice, '1'));
+        await s.createPin(pinRow('dave', 'dave@alpha.example', '2'));
+        await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 3);
+        const topicBefore = await s.getTopic(T1);
+        const entriesBefore = await s.getEntries(T1, 0, 100);
+
+        assert.deepEqual(await s.deleteUser(alice), { deleted: true, blobIds: [] });
+
+        assert.equal(await s.getUser(alice), null);
+        assert.deepEqual(await s.listUsers(), [userRow(bob)]);
+        assert.deepEqual(await s.listDevices(alice), []);
+        assert.equal(await s.getDevice('a1'), null);
+        assert.equal(await s.getSession(utf8('tok-a1'), NOW), null);
+        assert.equal(await s.getSession(utf8('tok-a2'), NOW), null);
+        assert.equal(await s.countPrekeys('a1'), 0);
+        assert.equal(await s.countTopicKeys(alice), 0);
+        assert.equal(await s.claimTopicKey(alice), null);
+        assert.deepEqual(await s.listBundles('a2'), []);
+        assert.deepEqual((await s.listBundles('b1')).map((x) => x.senderDeviceId), ['remote-device']);
+        assert.equal(await s.getIdempotency('a1', 'c1'), null);
+        assert.deepEqual((await s.listPins()).map((p) => p.id), ['dave']);
+        // Bob is untouched.
+        assert.notEqual(await s.getSession(utf8('tok-b1'), NOW), null);
+        assert.equal(await s.countPrekeys('b1'), 3);
+        assert.equal(await s.countTopicKeys(bob), 3);
+        assert.notEqual(await s.getIdempotency('b1', 'c1'), null);
+        // The topic log and its member list stay: only an update can remove a member.
+        assert.deepEqual(await s.getTopic(T1), topicBefore);
+        assert.deepEqual(await s.getEntries(T1, 0, 100), entriesBefore);
+        assert.deepEqual(await s.getMembers(T1), [admin(0, alice), participant(1, bob)]);
+        // Device ids are remembered; the name itself can be registered again.
+        await rejectsWith(s.addDevice(deviceRow('a1', bob)), 'device.exists');
+        assert.deepEqual(await s.deleteUser(alice), { deleted: false, blobIds: [] });
+        await s.createPin(pinRow('new', alice, 'x'));
+        await rejectsWith(s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('x'), NOW), 'device.exists');
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a3', alice), pinHashOf('x'), NOW), 'ok');
+        assert.deepEqual((await s.listDevices(alice)).map((d) => d.deviceId), ['a3']);
+      });
+
+      it('deleteUser of an unknown user returns false and touches nothing', async () => {
+        await s.createPin(pinRow('p', 'ghost@alpha.example', '1'));
+        assert.deepEqual(await s.deleteUser('ghost@alpha.example'), { deleted: false, blobIds: [] });
+        assert.equal((await s.listPins()).length, 1);
+      });
+    });
+
+    describe('sessions and challenges', () => {
+      const alice = 'alice@alpha.example';
+      const tok = fill(32, 7);
+
+      it('a session is returned while now < expiresAt, then never', async () => {
+        await addUser(s, alice, 'a1');
+        const row = { tokenHash: tok, deviceId: 'a1', user: alice, createdAt: NOW, expiresAt: NOW + 10 };
+        await s.createSession(row);
+        assert.deepEqual(await s.getSession(tok, NOW), row);
+        assert.deepEqual(await s.getSession(tok, NOW + 9), row);
+        assert.equal(await s.getSession(tok, NOW + 10), null);
+        assert.equal(await s.getSession(tok, NOW + 11), null);
+        assert.equal(await s.getSession(fill(32, 8), NOW), null);
+      });
+
+      it('deleteSession: true then false', async () => {
+        await addUser(s, alice, 'a1');
+        await s.createSession({ tokenHash: tok, deviceId: 'a1', user: alice, createdAt: NOW, expiresAt: NOW + HOUR });
+        assert.equal(await s.deleteSession(tok), true);
+        assert.equal(await s.deleteSession(tok), false);
+        assert.equal(await s.getSession(tok, NOW), null);
+      });
+
+      it('a challenge is taken once, before expiry, by its own device only', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        const c = fill(32, 1);
+        await s.putChallenge(c, 'a1', NOW + 10);
+        assert.equal(await s.takeChallenge(c, 'a2', NOW), false); // another device: refused and not consumed
+        assert.equal(await s.takeChallenge(c, 'a1', NOW), true);
+        assert.equal(await s.takeChallenge(c, 'a1', NOW), false);
+        assert.equal(await s.takeChallenge(fill(32, 2), 'a1', NOW), false);
+      });
+
+      it('an expired challenge is refused (expiry at expiresAt exactly)', async () => {
+        await addUser(s, alice, 'a1');
+        await s.putChallenge(fill(32, 1), 'a1', NOW + 10);
+        await s.putChallenge(fill(32, 2), 'a1', NOW + 10);
+        assert.equal(await s.takeChallenge(fill(32, 2), 'a1', NOW + 9), true);
+        assert.equal(await s.takeChallenge(fill(32, 1), 'a1', NOW + 10), false);
+        assert.equal(await s.takeChallenge(fill(32, 1), 'a1', NOW + 9), false); // and gone for good
+      });
+    });
+
+    describe('device prekeys', () => {
+      const alice = 'alice@alpha.example';
+
+      it('adds, counts (returning the number held) and claims each key exactly once, then null', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        assert.equal(await s.addPrekeys('a1', prekeys(1, 0, 3), 10), 3);
+        assert.equal(await s.addPrekeys('a1', prekeys(1, 3, 2), 10), 5);
+        assert.equal(await s.addPrekeys('a2', prekeys(2, 0, 1), 10), 1);
+        assert.equal(await s.countPrekeys('a1'), 5);
+        const got: Uint8Array[] = [];
+        for (let i = 0; i < 5; i++) {
+          const k = await s.claimPrekey('a1');
+          assert.ok(k !== null, 'k !== null');
+          got.push(k);
+        }
+        // The claimed value is the encoded DevicePrekey, not the bare key.
+        assert.deepEqual(hex(got), hex(prekeys(1, 0, 5).map((p) => p.encoded)));
+        assert.equal(await s.claimPrekey('a1'), null);
+        assert.equal(await s.countPrekeys('a1'), 0);
+        assert.equal(await s.countPrekeys('a2'), 1);
+        assert.equal(await s.claimPrekey('nobody'), null);
+      });
+
+      it('duplicates (within the upload and with stored keys) are ignored', async () => {
+        await addUser(s, alice, 'a1');
+        const [k0, k1] = prekeys(1, 0, 2);
+        assert.equal(await s.addPrekeys('a1', [k0!, k0!, k1!], 10), 2);
+        assert.equal(await s.addPrekeys('a1', [k1!, { prekey: k0!.prekey, encoded: b(9) }], 10), 2);
+        assert.deepEqual(hex([(await s.claimPrekey('a1'))!, (await s.claimPrekey('a1'))!]), hex([k0!.encoded, k1!.encoded]));
+      });
+
+      it('max: up to max is fine; above it keys.too_many and nothing is inserted', async () => {
+        await addUser(s, alice, 'a1');
+        assert.equal(await s.addPrekeys('a1', prekeys(1, 0, 4), 5), 4);
+        await rejectsWith(s.addPrekeys('a1', prekeys(1, 4, 2), 5), 'keys.too_many');
+        assert.equal(await s.countPrekeys('a1'), 4);
+        // Duplicates do not count towards the limit.
+        assert.equal(await s.addPrekeys('a1', prekeys(1, 0, 4), 5), 4);
+        assert.equal(await s.addPrekeys('a1', prekeys(1, 2, 3), 5), 5);
+        const all: Uint8Array[] = [];
+        for (let k = await s.claimPrekey('a1'); k !== null; k = await s.claimPrekey('a1')) all.push(k);
+        assert.deepEqual(hex(all), hex(prekeys(1, 0, 5).map((p) => p.encoded)));
+      });
+
+      it('concurrent claims never return the same key twice', async () => {
+        await addUser(s, alice, 'a1');
+        await s.addPrekeys('a1', prekeys(1, 0, 100), 1000);
+        const got = await Promise.all(Array.from({ length: 150 }, () => s.claimPrekey('a1')));
+        const keys = got.filter((k): k is Uint8Array => k !== null);
+        assert.equal(keys.length, 100);
+        assert.deepEqual(hex(keys), hex(prekeys(1, 0, 100).map((p) => p.encoded)));
+      });
+    });
+
+    describe('topic keys', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@alpha.example';
+
+      it('adds, counts and claims each key exactly once per user, then null', async () => {
+        await addUser(s, alice, 'a1');
+        await addUser(s, bob, 'b1');
+        assert.equal(await s.addTopicKeys(alice, topicKeys(0, 3), 10), 3);
+        assert.equal(await s.addTopicKeys(bob, topicKeys(10, 1), 10), 1);
+        assert.equal(await s.countTopicKeys(alice), 3);
+        const got = [(await s.claimTopicKey(alice))!, (await s.claimTopicKey(alice))!, (await s.claimTopicKey(alice))!];
+        assert.deepEqual(hex(got), hex(topicKeys(0, 3).map((k) => k.encoded)));
+        assert.equal(await s.claimTopicKey(alice), null);
+        assert.equal(await s.countTopicKeys(alice), 0);
+        assert.equal(await s.countTopicKeys(bob), 1);
+        assert.equal(await s.claimTopicKey('ghost@alpha.example'), null);
+      });
+
+      it('duplicate key ids are ignored; above max keys.too_many and nothing is inserted', async () => {
+        await addUser(s, alice, 'a1');
+        assert.equal(await s.addTopicKeys(alice, [...topicKeys(0, 2), ...topicKeys(0, 2)], 3), 2);
+        await rejectsWith(s.addTopicKeys(alice, topicKeys(2, 2), 3), 'keys.too_many');
+        assert.equal(await s.countTopicKeys(alice), 2);
+        assert.equal(await s.addTopicKeys(alice, topicKeys(0, 3), 3), 3);
+      });
+
+      it('concurrent claims never return the same key twice', async () => {
+        await addUser(s, alice, 'a1');
+        await s.addTopicKeys(alice, topicKeys(0, 60), 1000);
+        const got = await Promise.all(Array.from({ length: 80 }, () => s.claimTopicKey(alice)));
+        const keys = got.filter((k): k is Uint8Array => k !== null);
+        assert.deepEqual(hex(keys), hex(topicKeys(0, 60).map((k) => k.encoded)));
+      });
+    });
+
+    describe('key bundles', () => {
+      const alice = 'alice@alpha.example';
+
+      it('ids increase; list is in id order; ack deletes ids ≤ upTo of that device only', async () => {
+        await addUser(s, alice, 'a1', 'a2', 'a3');
+        const i1 = await s.addBundle('a2', 'a1', b(1), NOW);
+        const i2 = await s.addBundle('a3', 'a1', b(2), NOW);
+        const i3 = await s.addBundle('a2', 'a3', b(3), NOW);
+        const i4 = await s.addBundle('a2', 'a1', b(4), NOW);
+        assert.ok(i1 < i2 && i2 < i3 && i3 < i4, 'i1 < i2 && i2 < i3 && i3 < i4');
+        assert.deepEqual(await s.listBundles('a2'), [
+          { id: i1, senderDeviceId: 'a1', encoded: b(1) },
+          { id: i3, senderDeviceId: 'a3', encoded: b(3) },
+          { id: i4, senderDeviceId: 'a1', encoded: b(4) },
+        ]);
+        assert.equal(await s.ackBundles('a2', i3), 2);
+        assert.equal(await s.ackBundles('a2', i3), 0);
+        assert.deepEqual((await s.listBundles('a2')).map((x) => x.id), [i4]);
+        assert.deepEqual((await s.listBundles('a3')).map((x) => x.id), [i2]);
+        assert.deepEqual(await s.listBundles('a1'), []);
+      });
+
+      it('ids are never reused, even after the newest bundle is acknowledged', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        const i1 = await s.addBundle('a2', 'a1', b(1), NOW);
+        assert.equal(await s.ackBundles('a2', i1), 1);
+        const i2 = await s.addBundle('a2', 'a1', b(2), NOW);
+        assert.ok(i2 > i1, 'i2 > i1');
+      });
+
+      it('each bundle writes a bundle event for the recipient device only', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        const before = await s.latestEventSeq();
+        await s.addBundle('a2', 'a1', b(1), NOW + 5);
+        const ev = await s.eventsSince(before, alice, 'a2', 100);
+        assert.equal(ev.length, 1);
+        assert.deepEqual(ev[0], { seq: ev[0]!.seq, kind: 'bundle', topicId: null, user: null, deviceId: 'a2', index: null, createdAt: NOW + 5 });
+        assert.ok(ev[0]!.seq > before, 'ev[0]!.seq > before');
+        assert.equal(await s.latestEventSeq(), ev[0]!.seq);
+        assert.deepEqual(await s.eventsSince(before, alice, 'a1', 100), []);
+      });
+    });
+
+    describe('idempotency', () => {
+      it('put then get; another id or device is null; a second put of the id is store.conflict', async () => {
+        await addUser(s, 'alice@alpha.example', 'a1', 'a2');
+        assert.equal(await s.getIdempotency('a1', 'c1'), null);
+        const row = idem('a1', 'c1', '{"seq":1}');
+        await s.putIdempotency(row);
+        assert.deepEqual(await s.getIdempotency('a1', 'c1'), row);
+        assert.equal(await s.getIdempotency('a1', 'c2'), null);
+        assert.equal(await s.getIdempotency('a2', 'c1'), null);
+        await rejectsWith(s.putIdempotency(idem('a1', 'c1', '{"seq":2}')), 'store.conflict');
+        assert.deepEqual(await s.getIdempotency('a1', 'c1'), row);
+        await s.putIdempotency(idem('a2', 'c1'));
+      });
+    });
+
+    describe('topics and logs', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@remote.example';
+
+      it('createTopic persists the topic, entries, hashes, members, nonces and idempotency record', async () => {
+        await addUser(s, alice, 'a1');
+        const bt = batch(T1, 0, 3, { members: [admin(0, alice), participant(1, bob)], idempotency: idem('a1', 'create'), epochStartSize: 1 });
+        await s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, bt);
+        assert.deepEqual(await s.getTopic(T1), {
+          topicId: T1,
+          host: 'alpha.example',
+          size: 3,
+          epochStartSize: 1,
+          checkpoint: bt.checkpoint,
+          createdAt: NOW,
+        });
+        assert.deepEqual(await s.getEntries(T1, 0, 10), bt.entries);
+        assert.deepEqual(await s.readHashes(T1, [0, 1, 2]), [hashOf(T1, 0), hashOf(T1, 1), hashOf(T1, 2)]);
+        assert.deepEqual(await s.getMembers(T1), [admin(0, alice), participant(1, bob)]);
+        assert.equal(await s.hasNonce(T1, nonceOf(1)), true);
+        assert.equal(await s.hasNonce(T1, nonceOf(2)), true);
+        assert.equal(await s.hasNonce(T1, nonceOf(3)), false);
+        assert.equal(await s.hasNonce(T2, nonceOf(1)), false);
+        assert.deepEqual(await s.getIdempotency('a1', 'create'), idem('a1', 'create'));
+        assert.deepEqual(hex(await s.topicsOf(alice)), hex([T1]));
+        assert.deepEqual(hex(await s.topicsOf(bob)), hex([T1]));
+        assert.deepEqual(await s.topicsOf('carol@alpha.example'), []);
+      });
+
+      it('createTopic writes one entry event per entry and a membership event per initial member', async () => {
+        await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 2);
+        const ev = await s.eventsSince(0, alice, 'a1', 100);
+        assert.deepEqual(
+          ev.map((e) => [e.kind, e.topicId && toHex(e.topicId), e.user, e.index]),
+          [
+            ['entry', toHex(T1), null, 0],
+            ['entry', toHex(T1), null, 1],
+            ['membership', toHex(T1), alice, null],
+          ],
+        );
+        assert.ok(ev.every((e) => e.createdAt === NOW), 'ev.every((e) => e.createdAt === NOW)');
+        const bobs = await s.eventsSince(0, bob, 'b1', 100);
+        assert.deepEqual(bobs.filter((e) => e.kind === 'membership').map((e) => e.user), [bob]);
+      });
+
+      it('createTopic on a taken id: topic.exists and nothing changes', async () => {
+        await createTopic(s, T1, [admin(0, alice)], 2);
+        const before = await topicState(s, T1);
+        await rejectsWith(
+          s.createTopic({ topicId: T1, host: 'other.example', createdAt: NOW + 1 }, batch(T1, 0, 1, { members: [admin(0, bob)], nonces: [nonceOf(9)] })),
+          'topic.exists',
+        );
+        assert.deepEqual(await topicState(s, T1), before);
+        assert.equal(await s.hasNonce(T1, nonceOf(9)), false);
+        assert.deepEqual(await s.topicsOf(bob), []);
+      });
+
+      it('createTopic with a nonce twice in its batch: topic.replay and no topic', async () => {
+        await rejectsWith(
+          s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, batch(T1, 0, 3, { members: [admin(0, alice)], nonces: [nonceOf(1), nonceOf(1)] })),
+          'topic.replay',
+        );
+        assert.equal(await s.getTopic(T1), null);
+        assert.deepEqual(await s.getEntries(T1, 0, 10), []);
+        assert.deepEqual(await s.topicsOf(alice), []);
+        assert.equal(await s.latestEventSeq(), 0);
+        assert.deepEqual(await s.counts(), { users: 0, devices: 0, topics: 0, entries: 0, pins: 0 });
+      });
+
+      it('append persists entries, hashes, nonces, head, epoch start and idempotency record', async () => {
+        await addUser(s, alice, 'a1');
+        await createTopic(s, T1, [admin(0, alice)], 1);
+        const bt = batch(T1, 1, 2, { idempotency: idem('a1', 'post-1'), epochStartSize: 1 });
+        await s.append(T1, bt);
+        const bt2 = batch(T1, 3, 1, { epochStartSize: 4 });
+        await s.append(T1, bt2);
+        const t = await s.getTopic(T1);
+        assert.equal(t?.size, 4);
+        assert.equal(t?.epochStartSize, 4);
+        assert.deepEqual(t?.checkpoint, bt2.checkpoint);
+        assert.deepEqual(
+          (await s.getEntries(T1, 0, 10)).map((e) => [e.index, e.type, toHex(e.entry)]),
+          [0, 1, 2, 3].map((i) => [i, i === 0 ? 'update' : 'message', toHex(entryBytes(T1, i))]),
+        );
+        assert.deepEqual(await s.readHashes(T1, [3, 1]), [hashOf(T1, 3), hashOf(T1, 1)]);
+        for (const i of [1, 2, 3]) assert.equal(await s.hasNonce(T1, nonceOf(i)), true);
+        assert.deepEqual(await s.getIdempotency('a1', 'post-1'), idem('a1', 'post-1'));
+        assert.deepEqual(await s.getMembers(T1), [admin(0, alice)]);
+      });
+
+      it('append at the wrong size: store.conflict and nothing written', async () => {
+        await addUser(s, alice, 'a1');
+        await createTopic(s, T1, [admin(0, alice)], 2);
+        const before = await topicState(s, T1);
+        for (const expected of [1, 3, 0]) {
+          const bt = batch(T1, expected, 1, { members: [admin(0, alice), participant(1, bob)], idempotency: idem('a1', 'x'), nonces: [nonceOf(50)] });
+          await rejectsWith(s.append(T1, bt), 'store.conflict');
+        }
+        assert.deepEqual(await topicState(s, T1), before);
+        assert.equal(await s.hasNonce(T1, nonceOf(50)), false);
+        assert.equal(await s.getIdempotency('a1', 'x'), null);
+        assert.deepEqual(await s.topicsOf(bob), []);
+        await assert.rejects(s.readHashes(T1, [2]));
+      });
+
+      it('append with a nonce seen before (or twice in the batch): topic.replay and nothing written', async () => {
+        await addUser(s, alice, 'a1');
+        await createTopic(s, T1, [admin(0, alice)], 2); // nonce 1 is taken
+        const before = await topicState(s, T1);
+        await rejectsWith(
+          s.append(T1, batch(T1, 2, 2, { nonces: [nonceOf(60), nonceOf(1)], idempotency: idem('a1', 'x'), members: [admin(0, alice), participant(1, bob)] })),
+          'topic.replay',
+        );
+        await rejectsWith(s.append(T1, batch(T1, 2, 2, { nonces: [nonceOf(61), nonceOf(61)] })), 'topic.replay');
+        assert.deepEqual(await topicState(s, T1), before);
+        assert.equal(await s.hasNonce(T1, nonceOf(60)), false);
+        assert.equal(await s.hasNonce(T1, nonceOf(61)), false);
+        assert.equal(await s.getIdempotency('a1', 'x'), null);
+        // The same nonce in another topic is not a replay.
+        await createTopic(s, T2, [admin(0, alice)], 2);
+        assert.equal(await s.hasNonce(T2, nonceOf(1)), true);
+      });
+
+      it('append whose idempotency record exists: store.conflict and nothing written', async () => {
+        await addUser(s, alice, 'a1');
+        await createTopic(s, T1, [admin(0, alice)], 1);
+        await s.putIdempotency(idem('a1', 'dup', 'first'));
+        const before = await topicState(s, T1);
+        await rejectsWith(s.append(T1, batch(T1, 1, 1, { idempotency: idem('a1', 'dup', 'second') })), 'store.conflict');
+        assert.deepEqual(await topicState(s, T1), before);
+        assert.equal(await s.hasNonce(T1, nonceOf(1)), false);
+        assert.equal((await s.getIdempotency('a1', 'dup'))?.response, 'first');
+      });
+
+      it('append to an unknown topic: topic.unknown', async () => {
+        await rejectsWith(s.append(T3, batch(T3, 0, 1)), 'topic.unknown');
+        assert.equal(await s.getTopic(T3), null);
+      });
+
+      it('getEntries: from and limit, past the end, other topics', async () => {
+        await createTopic(s, T1, [admin(0, alice)], 5);
+        await createTopic(s, T2, [admin(0, alice)], 1);
+        const idx = async (from: number, limit: number) => (await s.getEntries(T1, from, limit)).map((e) => e.index);
+        assert.deepEqual(await idx(0, 100), [0, 1, 2, 3, 4]);
+        assert.deepEqual(await idx(1, 2), [1, 2]);
+        assert.deepEqual(await idx(3, 100), [3, 4]);
+        assert.deepEqual(await idx(4, 1), [4]);
+        assert.deepEqual(await idx(5, 10), []);
+        assert.deepEqual(await idx(50, 10), []);
+        assert.deepEqual(await idx(0, 0), []);
+        assert.deepEqual(await s.getEntries(T3, 0, 10), []);
+        assert.deepEqual((await s.getEntries(T2, 0, 10)).map((e) => toHex(e.entry)), [toHex(entryBytes(T2, 0))]);
+      });
+
+      it('readHashes: in the order asked, empty for none, and throws if one is missing', async () => {
+        await createTopic(s, T1, [admin(0, alice)], 3);
+        assert.deepEqual(await s.readHashes(T1, [2, 0, 2]), [hashOf(T1, 2), hashOf(T1, 0), hashOf(T1, 2)]);
+        assert.deepEqual(await s.readHashes(T1, []), []);
+        await assert.rejects(s.readHashes(T1, [0, 3]));
+        await assert.rejects(s.readHashes(T2, [0]));
+      });
+
+      it('members are replaced when a batch carries them, with membership events for who joined or left', async () => {
+        const carol = 'carol@alpha.example';
+        await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 1);
+        const cursor = await s.latestEventSeq();
+        // bob leaves, carol joins, alice's role changes (no event for her).
+        await s.append(T1, batch(T1, 1, 1, { members: [participant(0, alice), admin(2, carol)] }));
+        assert.deepEqual(await s.getMembers(T1), [participant(0, alice), admin(2, carol)]);
+        assert.deepEqual(await s.topicsOf(bob), []);
+        assert.deepEqual(hex(await s.topicsOf(carol)), hex([T1]));
+        const kinds = async (u: string) =>
+          (await s.eventsSince(cursor, u, 'none', 100)).map((e) => [e.kind, e.user, e.index, e.topicId && toHex(e.topicId)]);
+        assert.deepEqual(await kinds(alice), [['entry', null, 1, toHex(T1)]]);
+        assert.deepEqual(await kinds(bob), [['membership', bob, null, toHex(T1)]]);
+        assert.deepEqual(await kinds(carol), [
+          ['entry', null, 1, toHex(T1)],
+          ['membership', carol, null, toHex(T1)],
+        ]);
+        // Without `members` the list stays as it is, and no membership events are written.
+        const c2 = await s.latestEventSeq();
+        await s.append(T1, batch(T1, 2, 1));
+        assert.deepEqual(await s.getMembers(T1), [participant(0, alice), admin(2, carol)]);
+        assert.deepEqual((await s.eventsSince(c2, carol, 'none', 100)).map((e) => e.kind), ['entry']);
+      });
+
+      it('topicsOf lists every topic of the user', async () => {
+        await createTopic(s, T1, [admin(0, alice)], 1);
+        await createTopic(s, T2, [admin(0, bob), participant(1, alice)], 1);
+        await createTopic(s, T3, [admin(0, bob)], 1);
+        assert.deepEqual(hex(await s.topicsOf(alice)), hex([T1, T2]));
+        assert.deepEqual(hex(await s.topicsOf(bob)), hex([T2, T3]));
+      });
+    });
+
+    describe('live delivery', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@alpha.example';
+      const carol = 'carol@alpha.example';
+
+      it('latestEventSeq is 0 on an empty store and grows with every event', async () => {
+        assert.equal(await s.latestEventSeq(), 0);
+        await createTopic(s, T1, [admin(0, alice)], 2);
+        const l1 = await s.latestEventSeq();
+        assert.ok(l1 >= 3, 'l1 >= 3');
+        await s.append(T1, batch(T1, 2, 1));
+        assert.ok((await s.latestEventSeq()) > l1, '(await s.latestEventSeq()) > l1');
+      });
+
+      it('filters by membership now, by device for bundles and by user for membership; ascending seq', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await addUser(s, bob, 'b1');
+        await addUser(s, carol, 'c1');
+        await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 1);
+        await s.addBundle('a2', 'a1', b(1), NOW);
+        await createTopic(s, T2, [admin(0, carol)], 1);
+        await s.append(T1, batch(T1, 1, 1));
+
+        const all = async (u: string, d: string) => s.eventsSince(0, u, d, 1000);
+        const a1 = await all(alice, 'a1');
+        const a2 = await all(alice, 'a2');
+        assert.deepEqual(a1.map((e) => [e.kind, e.index]), [['entry', 0], ['membership', null], ['entry', 1]]);
+        assert.deepEqual(a2.map((e) => [e.kind, e.index]), [['entry', 0], ['membership', null], ['bundle', null], ['entry', 1]]);
+        for (const list of [a1, a2]) {
+          for (let i = 1; i < list.length; i++) assert.ok(list[i - 1]!.seq < list[i]!.seq, 'list[i - 1]!.seq < list[i]!.seq');
+        }
+        // Carol is in T2 only; bob in T1 gets no bundles of alice's devices.
+        assert.deepEqual((await all(carol, 'c1')).map((e) => [e.kind, toHex(e.topicId!)]), [['entry', toHex(T2)], ['membership', toHex(T2)]]);
+        assert.deepEqual((await all(bob, 'b1')).map((e) => e.kind), ['entry', 'membership', 'entry']);
+        assert.deepEqual((await all(bob, 'a2')).filter((e) => e.kind === 'bundle').length, 1); // the device id decides bundles
+        assert.deepEqual(await all('dave@alpha.example', 'd1'), []);
+      });
+
+      it('after removal a user gets no entry events of the topic, only the membership event', async () => {
+        await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 1);
+        const cursor = await s.latestEventSeq();
+        await s.append(T1, batch(T1, 1, 1, { members: [admin(0, alice)] }));
+        await s.append(T1, batch(T1, 2, 1));
+        const ev = await s.eventsSince(cursor, bob, 'b1', 100);
+        assert.deepEqual(ev.map((e) => [e.kind, e.user]), [['membership', bob]]);
+        // "Member now": entries from before the removal are no longer delivered either.
+        assert.deepEqual((await s.eventsSince(0, bob, 'b1', 100)).filter((e) => e.kind === 'entry'), []);
+        assert.deepEqual((await s.eventsSince(cursor, alice, 'a1', 100)).map((e) => e.index), [1, 2]);
+      });
+
+      it('cursor: strictly after; limit: the first n; latest cursor: nothing', async () => {
+        await createTopic(s, T1, [admin(0, alice)], 6);
+        const ev = await s.eventsSince(0, alice, 'a1', 100);
+        assert.equal(ev.length, 7);
+        const seqs = ev.map((e) => e.seq);
+        assert.deepEqual((await s.eventsSince(seqs[2]!, alice, 'a1', 100)).map((e) => e.seq), seqs.slice(3));
+        assert.deepEqual((await s.eventsSince(seqs[1]!, alice, 'a1', 2)).map((e) => e.seq), seqs.slice(2, 4));
+        assert.deepEqual(await s.eventsSince(await s.latestEventSeq(), alice, 'a1', 100), []);
+        assert.deepEqual(await s.eventsSince(0, alice, 'a1', 0), []);
+        // Paging with the last seq as the next cursor visits every event once.
+        const paged: EventRow[] = [];
+        for (let c = 0; ; ) {
+          const page = await s.eventsSince(c, alice, 'a1', 3);
+          if (page.length === 0) break;
+          paged.push(...page);
+          c = page[page.length - 1]!.seq;
+        }
+        assert.deepEqual(paged, ev);
+      });
+
+      it('events of a deleted device or user are not delivered again, and latestEventSeq never goes back', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await s.addBundle('a2', 'a1', b(1), NOW);
+        const latest = await s.latestEventSeq();
+        assert.equal(await s.deleteDevice('a2'), true);
+        assert.ok((await s.latestEventSeq()) >= latest, '(await s.latestEventSeq()) >= latest');
+        assert.deepEqual(await s.eventsSince(0, alice, 'a2', 100), []);
+        await createTopic(s, T1, [admin(0, alice)], 1);
+        await s.deleteUser(alice);
+        assert.deepEqual((await s.eventsSince(0, alice, 'a9', 100)).filter((e) => e.kind === 'membership'), []);
+      });
+    });
+
+    describe('operations', () => {
+      it('counts', async () => {
+        assert.deepEqual(await s.counts(), { users: 0, devices: 0, topics: 0, entries: 0, pins: 0 });
+        await addUser(s, 'alice@alpha.example', 'a1', 'a2');
+        await addUser(s, 'bob@alpha.example', 'b1');
+        await s.createPin(pinRow('p', 'carol@alpha.example', '1'));
+        await s.createPin(pinRow('q', 'dave@alpha.example', '1', { expiresAt: NOW - 1 }));
+        await createTopic(s, T1, [admin(0, 'alice@alpha.example')], 3);
+        await createTopic(s, T2, [admin(0, 'bob@alpha.example')], 1);
+        await s.append(T2, batch(T2, 1, 2));
+        assert.deepEqual(await s.counts(), { users: 2, devices: 3, topics: 2, entries: 6, pins: 2 });
+        await s.deleteDevice('a2');
+        assert.equal((await s.counts()).devices, 2);
+      });
+
+      it('durability: everything written is there after close and reopen', async (t) => {
+        if (h.reopen === undefined) return t.skip('no reopen');
+        const alice = 'alice@alpha.example';
+        await s.setMeta('name', 'alpha.example');
+        await addUser(s, alice, 'a1', 'a2', 'a3');
+        await s.deleteDevice('a3');
+        await s.createPin(pinRow('p', 'bob@alpha.example', '1'));
+        await s.createSession({ tokenHash: fill(32, 9), deviceId: 'a1', user: alice, createdAt: NOW, expiresAt: NOW + HOUR });
+        await s.addPrekeys('a1', prekeys(1, 0, 3), 10);
+        const claimed = await s.claimPrekey('a1');
+        await s.addTopicKeys(alice, topicKeys(0, 2), 10);
+        const bid = await s.addBundle('a2', 'a1', b(7), NOW);
+        await s.putIdempotency(idem('a1', 'c'));
+        await createTopic(s, T1, [admin(0, alice)], 2);
+        await s.append(T1, batch(T1, 2, 1, { members: [admin(0, alice), participant(1, 'bob@alpha.example')] }));
+        const before = {
+          topic: await topicState(s, T1),
+          events: await s.eventsSince(0, alice, 'a2', 100),
+          pins: await s.listPins(),
+          users: await s.listUsers(),
+          devices: await s.listDevices(alice),
+        };
+        await s.close();
+
+        s = await h.reopen();
+        assert.deepEqual(
+          {
+            topic: await topicState(s, T1),
+            events: await s.eventsSince(0, alice, 'a2', 100),
+            pins: await s.listPins(),
+            users: await s.listUsers(),
+            devices: await s.listDevices(alice),
+          },
+          before,
+        );
+        assert.equal(await s.getMeta('name'), 'alpha.example');
+        assert.notEqual(await s.getSession(fill(32, 9), NOW), null);
+        assert.equal(await s.countPrekeys('a1'), 2);
+        const rest = [(await s.claimPrekey('a1'))!, (await s.claimPrekey('a1'))!];
+        assert.deepEqual(hex([claimed!, ...rest]), hex(prekeys(1, 0, 3).map((p) => p.encoded)));
+        assert.equal(await s.countTopicKeys(alice), 2);
+        assert.deepEqual(await s.listBundles('a2'), [{ id: bid, senderDeviceId: 'a1', encoded: b(7) }]);
+        assert.deepEqual(await s.getIdempotency('a1', 'c'), idem('a1', 'c'));
+        assert.deepEqual(await s.readHashes(T1, [0, 1, 2]), [hashOf(T1, 0), hashOf(T1, 1), hashOf(T1, 2)]);
+        assert.equal(await s.hasNonce(T1, nonceOf(2)), true);
+        await rejectsWith(s.addDevice(deviceRow('a3', alice)), 'device.exists');
+        // Sequences carry on where they were.
+        assert.ok((await s.addBundle('a2', 'a1', b(8), NOW)) > bid, 'bundle ids carry on');
+      });
+
+      it('backup: a consistent copy that opens as a store with the same data', async (t) => {
+        if (h.openBackup === undefined) return t.skip('no openBackup');
+        const dir = await mkdtemp(join(tmpdir(), 'rendezvous-backup-'));
+        try {
+          const alice = 'alice@alpha.example';
+          await addUser(s, alice, 'a1');
+          await s.addPrekeys('a1', prekeys(1, 0, 2), 10);
+          await createTopic(s, T1, [admin(0, alice)], 3);
+          const path = join(dir, 'backup.db');
+          await s.backup(path);
+          // Written after the backup: must not be in it.
+          await s.append(T1, batch(T1, 3, 1));
+          await s.setMeta('after', 'yes');
+
+          const copy = await h.openBackup(path);
+          try {
+            assert.deepEqual(await copy.listUsers(), [userRow(alice)]);
+            assert.deepEqual(await copy.listDevices(alice), [deviceRow('a1', alice)]);
+            assert.equal(await copy.countPrekeys('a1'), 2);
+            assert.equal((await copy.getTopic(T1))?.size, 3);
+            assert.deepEqual(await copy.getEntries(T1, 0, 10), await s.getEntries(T1, 0, 3));
+            assert.deepEqual(await copy.getMembers(T1), [admin(0, alice)]);
+            assert.equal(await copy.getMeta('after'), null);
+            assert.equal((await s.getTopic(T1))?.size, 4);
+          } finally {
+            await copy.close();
+          }
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+      });
+    });
+  });
+}
