@@ -11,7 +11,8 @@ import { createMetrics, type Metrics } from './metrics.ts';
 
 /** Signals for live delivery (the durable record is the store's event table). */
 export type ServerEvent =
-  | { kind: 'entry'; topicId: string }
+  /** A new log entry; `users` are the members before and after it (who may need to hear). */
+  | { kind: 'entry'; topicId: string; users: string[] }
   | { kind: 'bundle'; deviceId: string }
   | { kind: 'device'; user: string }
   | { kind: 'device-removed'; deviceId: string };

@@ -5,9 +5,10 @@
  * error table to status and JSON `{ "error": { "code", "message" } }`.
  */
 import { Hono, type Context as HonoContext } from 'hono';
-import { RendezvousError, toBase64url } from '@rendezvous/protocol';
+import { RendezvousError, TOPIC_ID_SIZE, fromBase64url, toBase64url } from '@rendezvous/protocol';
 import type { Context } from '../context.ts';
 import * as accounts from '../accounts.ts';
+import * as topics from '../topics.ts';
 import { LIMITS } from '../limits.ts';
 import { b64, b64List, int, objList, optInt, readJson, str } from './body.ts';
 
@@ -174,6 +175,51 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     return c.json({ deleted: await ctx.store.ackBundles(c.get('caller').deviceId, int(body, 'upTo')) });
   });
 
+  // ---- topics and logs (docs/server.md §Topics) ----------------------------------------------
+  // Submissions take the device's write token before the body is read or anything verified,
+  // and carry an Idempotency-Key; the request hash covers the decoded object, not the JSON.
+  const submit = async (c: HonoContext<Env>, field: string, cap: number) => {
+    const caller = c.get('caller');
+    ctx.rate.take('write', caller.deviceId);
+    const body = await readJson(c.req.raw, cap);
+    const bytes = b64(body, field, cap);
+    const sub = topics.submission(ctx, c.req.header('idempotency-key'), c.req.method, c.req.path, bytes);
+    return { caller, bytes, sub };
+  };
+  const send = (c: HonoContext<Env>, o: topics.Outcome) => {
+    if (o.replayed) c.header('idempotent-replayed', 'true');
+    return c.json(o.body, o.status as 201);
+  };
+  app.post('/v1/topics', auth, async (c) => {
+    const { caller, bytes, sub } = await submit(c, 'update', LIMITS.maxBodyBytes);
+    return send(c, await topics.createTopic(ctx, caller, sub, bytes));
+  });
+  app.get('/v1/topics', auth, async (c) => c.json(await topics.listTopics(ctx, c.get('caller'))));
+  app.get('/v1/topics/:topicId', auth, async (c) => c.json(await topics.getTopic(ctx, c.get('caller'), topicParam(c))));
+  app.post('/v1/topics/:topicId/updates', auth, async (c) => {
+    const topicId = topicParam(c);
+    const { caller, bytes, sub } = await submit(c, 'update', LIMITS.maxBodyBytes);
+    return send(c, await topics.updateTopic(ctx, caller, sub, topicId, bytes));
+  });
+  app.post('/v1/topics/:topicId/messages', auth, async (c) => {
+    const topicId = topicParam(c);
+    const { caller, bytes, sub } = await submit(c, 'message', small);
+    return send(c, await topics.postMessage(ctx, caller, sub, topicId, bytes));
+  });
+  app.get('/v1/topics/:topicId/entries', auth, async (c) => {
+    const topicId = topicParam(c);
+    const r = await topics.getEntries(ctx, c.get('caller'), topicId, queryInt(c, 'from', 0), queryInt(c, 'limit', 100));
+    return c.json(r);
+  });
+  app.get('/v1/topics/:topicId/proofs/inclusion', auth, async (c) => {
+    const topicId = topicParam(c);
+    return c.json(await topics.getInclusionProof(ctx, c.get('caller'), topicId, queryInt(c, 'index'), queryInt(c, 'size')));
+  });
+  app.get('/v1/topics/:topicId/proofs/consistency', auth, async (c) => {
+    const topicId = topicParam(c);
+    return c.json(await topics.getConsistencyProof(ctx, c.get('caller'), topicId, queryInt(c, 'from'), queryInt(c, 'to')));
+  });
+
   return app;
 }
 
@@ -181,6 +227,28 @@ function param(c: HonoContext, name: string): string {
   const v = c.req.param(name);
   if (v === undefined || v === '') throw new RendezvousError('request.bad_field', `missing ${name}`);
   return v;
+}
+
+function topicParam(c: HonoContext): Uint8Array {
+  const v = param(c, 'topicId');
+  let id: Uint8Array | undefined;
+  try {
+    id = fromBase64url(v);
+  } catch {
+    id = undefined;
+  }
+  if (id?.length !== TOPIC_ID_SIZE) throw new RendezvousError('request.bad_field', 'topicId: expected 16 bytes of base64url', { field: 'topicId' });
+  return id;
+}
+
+/** A non-negative integer query parameter; without `fallback` it is required. */
+function queryInt(c: HonoContext, name: string, fallback?: number): number {
+  const v = c.req.query(name);
+  if (v === undefined && fallback !== undefined) return fallback;
+  if (v === undefined || !/^[0-9]{1,15}$/.test(v)) {
+    throw new RendezvousError('request.bad_field', `${name}: expected a non-negative integer`, { field: name });
+  }
+  return Number(v);
 }
 
 function bundleList(body: Record<string, unknown>) {

@@ -146,6 +146,8 @@ CREATE TABLE log_entries (
   entry    BLOB NOT NULL,
   PRIMARY KEY (topic_id, idx)
 ) STRICT;
+-- Rebuilding a topic's state replays only its updates (Store.getUpdates).
+CREATE INDEX log_updates ON log_entries (topic_id, idx) WHERE type = 'update';
 
 CREATE TABLE log_hashes (
   topic_id BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,

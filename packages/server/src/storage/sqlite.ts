@@ -499,8 +499,7 @@ export class SqliteStore implements Store {
       }
       checkBatchShape(batch);
       const before = batch.members === undefined ? [] : this.membersNow(topicId);
-      // The batch carries no time of its own; the events only need a wall-clock hint.
-      this.applyBatch(topicId, batch, before, Date.now());
+      this.applyBatch(topicId, batch, before, batch.now ?? Date.now());
       this.q('UPDATE topics SET size = ?, epoch_start_size = ?, checkpoint = ? WHERE topic_id = ?').run(
         batch.newSize,
         batch.epochStartSize,
@@ -560,6 +559,13 @@ export class SqliteStore implements Store {
       topicId,
       from,
       limit,
+    ) as EntryDb[];
+    return rows.map((r) => ({ index: r.idx, type: r.type, entry: u8(r.entry) }));
+  }
+
+  async getUpdates(topicId: Uint8Array): Promise<EntryRow[]> {
+    const rows = this.q("SELECT idx, type, entry FROM log_entries WHERE topic_id = ? AND type = 'update' ORDER BY idx").all(
+      topicId,
     ) as EntryDb[];
     return rows.map((r) => ({ index: r.idx, type: r.type, entry: u8(r.entry) }));
   }

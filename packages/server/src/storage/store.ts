@@ -105,6 +105,8 @@ export interface AppendBatch {
   /** Nonces of the messages in `entries` (unique per topic: a duplicate is `topic.replay`). */
   nonces: Uint8Array[];
   idempotency?: IdempotencyRow;
+  /** Wall-clock time of the append (ms), recorded on its events; default the store's clock. */
+  now?: number;
 }
 
 /** A live-delivery event (server spec §Events). Sequence numbers are global and increasing. */
@@ -216,6 +218,8 @@ export interface Store {
    */
   append(topicId: Uint8Array, batch: AppendBatch): Promise<void>;
   getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]>;
+  /** Every `update` entry of the topic in log order: what rebuilding the topic state replays. */
+  getUpdates(topicId: Uint8Array): Promise<EntryRow[]>;
   /** Stored Merkle hashes by index (merkle.ts HashReader); throws if one is missing. */
   readHashes(topicId: Uint8Array, indexes: number[]): Promise<Uint8Array[]>;
   getMembers(topicId: Uint8Array): Promise<MemberRow[]>;

@@ -614,6 +614,33 @@ export function storeConformance(
       const alice = 'alice@alpha.example';
       const bob = 'bob@remote.example';
 
+      it('getUpdates returns only the update entries, in log order', async () => {
+        await addUser(s, alice, 'a1');
+        await s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, batch(T1, 0, 3, { members: [admin(0, alice)] }));
+        const upd = { index: 3, type: 'update' as const, entry: entryBytes(T1, 3) };
+        await s.append(T1, { ...batch(T1, 3, 0), entries: [upd], hashes: [{ index: 3, hash: hashOf(T1, 3) }], newSize: 4, nonces: [] });
+        await s.append(T1, batch(T1, 4, 2));
+        assert.deepEqual(
+          (await s.getUpdates(T1)).map((e) => [e.index, e.type]),
+          [
+            [0, 'update'],
+            [3, 'update'],
+          ],
+        );
+        assert.deepEqual(await s.getUpdates(T2), []);
+      });
+
+      it('append records the batch time on its events', async () => {
+        await addUser(s, alice, 'a1');
+        await s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, batch(T1, 0, 1, { members: [admin(0, alice)] }));
+        const cursor = await s.latestEventSeq();
+        await s.append(T1, { ...batch(T1, 1, 1), now: NOW + 5 });
+        assert.deepEqual(
+          (await s.eventsSince(cursor, alice, 'a1', 10)).map((e) => [e.kind, e.index, e.createdAt]),
+          [['entry', 1, NOW + 5]],
+        );
+      });
+
       it('createTopic persists the topic, entries, hashes, members, nonces and idempotency record', async () => {
         await addUser(s, alice, 'a1');
         const bt = batch(T1, 0, 3, { members: [admin(0, alice), participant(1, bob)], idempotency: idem('a1', 'create'), epochStartSize: 1 });

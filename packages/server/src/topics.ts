@@ -1,0 +1,525 @@
+/**
+ * Topics and their logs on the host server (docs/server.md §Topics; protocol §7–§11).
+ *
+ * Every submission is validated with the protocol core before anything is stored: updates
+ * through `applyUpdate` (admin signature, roles, epochs, certificates against the identity keys
+ * registered here, key shares), messages through `checkMessage` (membership, observers, epoch,
+ * head, replay, signature over the log root the sender saw). Then one entry is appended to the
+ * topic's single log with its new Merkle stored hashes and a signed checkpoint, atomically with
+ * the idempotency record of the request.
+ *
+ * Appends to one topic are serialized by a per-topic lock, and each topic's state is kept in a
+ * bounded in-memory cache, rebuilt by replaying the topic's updates when it is evicted. The
+ * cache is only ever changed after the store has committed, so a failed append leaves both as
+ * they were.
+ */
+import {
+  MAX_MEMBERS,
+  RendezvousError,
+  applyUpdate,
+  checkMessage,
+  decodeCheckpoint,
+  decodeLogEntry,
+  decodeMessage,
+  decodeTopicUpdate,
+  encodeCheckpoint,
+  encodeLogEntry,
+  entryLeafHash,
+  equal,
+  hashReaderFromMap,
+  isRendezvousError,
+  memberByUser,
+  parseUserId,
+  signCheckpoint,
+  storedHashIndex,
+  storedHashesForLeafHash,
+  storedHashesIndexes,
+  toBase64url,
+  toHex,
+  treeHash,
+  treeHashIndexes,
+  utf8,
+  concat,
+  inclusionProof,
+  inclusionProofIndexes,
+  consistencyProof,
+  consistencyProofIndexes,
+  type EntryType,
+  type Member,
+  type TopicState,
+  type TopicUpdate,
+} from '@rendezvous/protocol';
+import type { Caller } from './accounts.ts';
+import type { Context } from './context.ts';
+import type { AppendBatch, IdempotencyRow, MemberRow } from './storage/store.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency (docs/server.md §Idempotency)
+
+/** A client-chosen id for one submission, scoped to the submitting device. */
+export interface Submission {
+  clientId: string;
+  /** SHA-256 of method, path and body: the same id with anything else is an error. */
+  requestHash: Uint8Array;
+}
+
+/** The result of a submission as the client sees it, and as a retry replays it. */
+export interface Outcome {
+  status: number;
+  body: Record<string, unknown>;
+  replayed?: boolean;
+}
+
+const CLIENT_ID = /^[A-Za-z0-9_-]{8,64}$/;
+
+export function submission(ctx: Context, clientId: string | undefined, method: string, path: string, body: Uint8Array): Submission {
+  if (clientId === undefined || !CLIENT_ID.test(clientId)) {
+    throw new RendezvousError('request.bad_field', 'Idempotency-Key header: expected 8–64 characters of [A-Za-z0-9_-]', {
+      field: 'Idempotency-Key',
+    });
+  }
+  return { clientId, requestHash: ctx.crypto.sha256(concat(utf8(`${method} ${path}\n`), body)) };
+}
+
+/** The stored outcome of an earlier submission with this id, or null if there is none. */
+async function replay(ctx: Context, caller: Caller, sub: Submission): Promise<Outcome | null> {
+  const row = await ctx.store.getIdempotency(caller.deviceId, sub.clientId);
+  if (row === null) return null;
+  if (!equal(row.requestHash, sub.requestHash)) {
+    throw new RendezvousError('request.idempotency_mismatch', `client id ${sub.clientId} was used for a different request`);
+  }
+  return { ...(JSON.parse(row.response) as Outcome), replayed: true };
+}
+
+function idempotencyRow(ctx: Context, caller: Caller, sub: Submission, outcome: Outcome): IdempotencyRow {
+  return {
+    deviceId: caller.deviceId,
+    clientId: sub.clientId,
+    requestHash: sub.requestHash,
+    response: JSON.stringify({ status: outcome.status, body: outcome.body }),
+    createdAt: ctx.now(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Topic cache and per-topic lock
+
+interface LoadedTopic {
+  state: TopicState;
+  size: number;
+  epochStartSize: number;
+  root: Uint8Array;
+  /** Timestamp of the last entry: entry timestamps never go backwards (protocol §11.3). */
+  lastTimestamp: number;
+}
+
+const CACHE_MAX = 1_000;
+
+interface TopicRuntime {
+  cache: Map<string, LoadedTopic>;
+  locks: Map<string, Promise<unknown>>;
+}
+
+const runtimes = new WeakMap<Context, TopicRuntime>();
+
+function runtime(ctx: Context): TopicRuntime {
+  let r = runtimes.get(ctx);
+  if (r === undefined) {
+    r = { cache: new Map(), locks: new Map() };
+    runtimes.set(ctx, r);
+  }
+  return r;
+}
+
+/** Runs `fn` after every earlier call for the same topic has settled. */
+async function withTopicLock<T>(ctx: Context, key: string, fn: () => Promise<T>): Promise<T> {
+  const { locks } = runtime(ctx);
+  const prev = locks.get(key) ?? Promise.resolve();
+  const run = prev.then(fn, fn);
+  const tail = run.catch(() => undefined);
+  locks.set(key, tail);
+  try {
+    return await run;
+  } finally {
+    if (locks.get(key) === tail) locks.delete(key);
+  }
+}
+
+/** The topic's current state, from the cache or rebuilt from its updates; `topic.unknown` if none. */
+async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<LoadedTopic> {
+  const { cache } = runtime(ctx);
+  const key = toHex(topicId);
+  const hit = cache.get(key);
+  if (hit !== undefined) {
+    cache.delete(key);
+    cache.set(key, hit);
+    return hit;
+  }
+  const row = await ctx.store.getTopic(topicId);
+  if (row === null) throw new RendezvousError('topic.unknown');
+  let state: TopicState | null = null;
+  // Updates were fully validated when they were appended; replaying them through the same
+  // state machine (rather than trusting a cached copy) keeps one definition of the state.
+  for (const e of await ctx.store.getUpdates(topicId)) {
+    state = applyUpdate(ctx.crypto, state, decodeTopicUpdate(decodeLogEntry(e.entry).body), { maxMembers: MAX_MEMBERS });
+  }
+  if (state === null) throw new Error(`topic ${key} has no create update`);
+  const cp = decodeCheckpoint(row.checkpoint);
+  const loaded = { state, size: row.size, epochStartSize: row.epochStartSize, root: cp.root, lastTimestamp: cp.timestamp };
+  remember(ctx, key, loaded);
+  return loaded;
+}
+
+function remember(ctx: Context, key: string, t: LoadedTopic): void {
+  const { cache } = runtime(ctx);
+  cache.delete(key);
+  cache.set(key, t);
+  if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value!);
+}
+
+function forget(ctx: Context, topicId: Uint8Array): void {
+  runtime(ctx).cache.delete(toHex(topicId));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appending (protocol §9–§10)
+
+interface Appended {
+  index: number;
+  size: number;
+  checkpoint: Uint8Array;
+  root: Uint8Array;
+  timestamp: number;
+  batch: AppendBatch;
+}
+
+/**
+ * Builds the batch that appends one entry after `size` entries: the log entry, its stored
+ * hashes (merkle.ts tlog layout), the new root and a checkpoint signed by this server.
+ */
+async function buildAppend(
+  ctx: Context,
+  topicId: Uint8Array,
+  prev: LoadedTopic | null,
+  type: EntryType,
+  body: Uint8Array,
+): Promise<Appended> {
+  const n = prev?.size ?? 0;
+  const timestamp = Math.max(ctx.now(), prev?.lastTimestamp ?? 0);
+  const entry = encodeLogEntry({ type, timestamp, body });
+  const hashes = new Map<number, Uint8Array>();
+  const fetch = async (indexes: number[]) => {
+    const missing = indexes.filter((i) => !hashes.has(i));
+    const got = await ctx.store.readHashes(topicId, missing);
+    missing.forEach((i, k) => hashes.set(i, got[k]!));
+  };
+  await fetch(storedHashesIndexes(n));
+  const fresh = storedHashesForLeafHash(ctx.crypto, n, entryLeafHash(ctx.crypto, entry), hashReaderFromMap(hashes));
+  const base = storedHashIndex(0, n);
+  fresh.forEach((h, k) => hashes.set(base + k, h));
+  await fetch(treeHashIndexes(n + 1));
+  const root = treeHash(ctx.crypto, n + 1, hashReaderFromMap(hashes));
+  const checkpoint = encodeCheckpoint(signCheckpoint(ctx.crypto, ctx.serverSeed, { origin: ctx.name, topicId, size: n + 1, root, timestamp }));
+  return {
+    index: n,
+    size: n + 1,
+    checkpoint,
+    root,
+    timestamp,
+    batch: {
+      expectedSize: n,
+      entries: [{ index: n, type, entry }],
+      hashes: fresh.map((hash, k) => ({ index: base + k, hash })),
+      newSize: n + 1,
+      checkpoint,
+      epochStartSize: prev?.epochStartSize ?? 0,
+      nonces: [],
+      now: ctx.now(),
+    },
+  };
+}
+
+function memberRows(state: TopicState): MemberRow[] {
+  return [...state.members.values()].map((m) => ({ memberId: m.id, user: m.topicKey.user, role: m.role }));
+}
+
+function appendedBody(a: Appended): Record<string, unknown> {
+  return { index: a.index, size: a.size, checkpoint: toBase64url(a.checkpoint) };
+}
+
+/**
+ * Runs a submission under the topic lock with idempotency: a stored outcome is replayed;
+ * otherwise `run` validates and returns the batch and outcome, which are committed together.
+ * A concurrent request with the same id that committed first wins (`store.conflict` → replay).
+ */
+async function submit(
+  ctx: Context,
+  caller: Caller,
+  sub: Submission,
+  topicId: Uint8Array,
+  run: () => Promise<{ outcome: Outcome; commit: (idem: IdempotencyRow) => Promise<void> }>,
+): Promise<Outcome> {
+  return withTopicLock(ctx, toHex(topicId), async () => {
+    const earlier = await replay(ctx, caller, sub);
+    if (earlier !== null) return earlier;
+    const { outcome, commit } = await run();
+    try {
+      await commit(idempotencyRow(ctx, caller, sub, outcome));
+    } catch (e) {
+      forget(ctx, topicId);
+      if (isRendezvousError(e, 'store.conflict')) {
+        const winner = await replay(ctx, caller, sub);
+        if (winner !== null) return winner;
+      }
+      throw e;
+    }
+    return outcome;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create and update
+
+/**
+ * Prefetches the registered identity keys of everyone an update brings in, so the state
+ * machine can check certificates against them synchronously (ApplyOptions.checkIdentity).
+ */
+async function identityChecker(ctx: Context, u: TopicUpdate): Promise<(user: string, key: Uint8Array) => void> {
+  const incoming: Member[] = u.action.type === 'create' ? u.action.members : u.action.type === 'add' ? [u.action.member] : [];
+  const keys = new Map<string, Uint8Array>();
+  for (const m of incoming.slice(0, MAX_MEMBERS)) {
+    const user = m.topicKey.user;
+    if (keys.has(user)) continue;
+    if (parseUserId(user).server !== ctx.name) {
+      throw new RendezvousError('user.unknown', `${user} is a user of another server, and this server does not federate yet`);
+    }
+    const row = await ctx.store.getUser(user);
+    if (row === null) throw new RendezvousError('user.unknown', `no user ${user} on ${ctx.name}`);
+    keys.set(user, row.identityKey);
+  }
+  return (user, key) => {
+    const known = keys.get(user);
+    if (known === undefined || !equal(known, key)) {
+      throw new RendezvousError('crypto.bad_certificate', `topic key of ${user} is not certified by their registered identity key`);
+    }
+  };
+}
+
+/** The member who signed `u`, by the state it applies to (or the create's own member list). */
+function signerOf(state: TopicState | null, u: TopicUpdate): Member | undefined {
+  return u.action.type === 'create' ? u.action.members[u.signer] : state?.members.get(u.signer);
+}
+
+export async function createTopic(ctx: Context, caller: Caller, sub: Submission, encoded: Uint8Array): Promise<Outcome> {
+  const u = decodeTopicUpdate(encoded);
+  if (u.action.type !== 'create') throw new RendezvousError('request.bad_field', 'expected a create update', { field: 'update' });
+  const host = u.action.host;
+  if (host !== ctx.name) throw new RendezvousError('topic.wrong_host', `this server is ${ctx.name}; the topic names ${host}`);
+  return submit(ctx, caller, sub, u.topicId, async () => {
+    if ((await ctx.store.getTopic(u.topicId)) !== null) throw new RendezvousError('topic.exists');
+    if (signerOf(null, u)?.topicKey.user !== caller.user) {
+      throw new RendezvousError('auth.forbidden', 'a topic is created by the member who signs its create update');
+    }
+    const state = applyUpdate(ctx.crypto, null, u, { checkIdentity: await identityChecker(ctx, u), maxMembers: MAX_MEMBERS });
+    const a = await buildAppend(ctx, u.topicId, null, 'update', encoded);
+    a.batch.epochStartSize = a.size;
+    a.batch.members = memberRows(state);
+    const outcome: Outcome = { status: 201, body: { topicId: toBase64url(u.topicId), ...appendedBody(a) } };
+    return {
+      outcome,
+      commit: async (idem) => {
+        await ctx.store.createTopic({ topicId: u.topicId, host, createdAt: a.timestamp }, { ...a.batch, idempotency: idem });
+        remember(ctx, toHex(u.topicId), { state, size: a.size, epochStartSize: a.size, root: a.root, lastTimestamp: a.timestamp });
+        announce(ctx, u.topicId, null, state);
+      },
+    };
+  });
+}
+
+export async function updateTopic(ctx: Context, caller: Caller, sub: Submission, topicId: Uint8Array, encoded: Uint8Array): Promise<Outcome> {
+  const u = decodeTopicUpdate(encoded);
+  if (!equal(u.topicId, topicId)) throw new RendezvousError('topic.wrong_topic', 'the update names another topic');
+  if (u.action.type === 'create') throw new RendezvousError('topic.exists', 'a create update makes a new topic: POST /v1/topics');
+  return submit(ctx, caller, sub, topicId, async () => {
+    const t = await loadTopic(ctx, topicId);
+    requireMember(t.state, caller);
+    if (signerOf(t.state, u)?.topicKey.user !== caller.user) {
+      throw new RendezvousError('auth.forbidden', 'an update is submitted by the member who signs it');
+    }
+    const state = applyUpdate(ctx.crypto, t.state, u, { checkIdentity: await identityChecker(ctx, u), maxMembers: MAX_MEMBERS });
+    const a = await buildAppend(ctx, topicId, t, 'update', encoded);
+    const newEpoch = u.commitment !== null;
+    if (newEpoch) a.batch.epochStartSize = a.size;
+    a.batch.members = memberRows(state);
+    const outcome: Outcome = { status: 201, body: appendedBody(a) };
+    return {
+      outcome,
+      commit: async (idem) => {
+        const end = ctx.metrics.storageSeconds.startTimer({ op: 'append' });
+        await ctx.store.append(topicId, { ...a.batch, idempotency: idem });
+        end();
+        remember(ctx, toHex(topicId), {
+          state,
+          size: a.size,
+          epochStartSize: a.batch.epochStartSize,
+          root: a.root,
+          lastTimestamp: a.timestamp,
+        });
+        announce(ctx, topicId, t.state, state);
+      },
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages (protocol §8.4)
+
+export async function postMessage(ctx: Context, caller: Caller, sub: Submission, topicId: Uint8Array, encoded: Uint8Array): Promise<Outcome> {
+  const m = decodeMessage(encoded);
+  return submit(ctx, caller, sub, topicId, async () => {
+    const t = await loadTopic(ctx, topicId);
+    const me = requireMember(t.state, caller);
+    if (m.sender !== me.id) throw new RendezvousError('auth.forbidden', 'a message is submitted by the member who sends it');
+    // checkMessage reads these synchronously; fetch the root at the sender's head (usually the
+    // current one) and whether the nonce is taken.
+    let rootAtHead: Uint8Array | null = null;
+    if (m.headSize === t.size) rootAtHead = t.root;
+    else if (m.headSize >= 1 && m.headSize < t.size) {
+      const indexes = treeHashIndexes(m.headSize);
+      const got = await ctx.store.readHashes(topicId, indexes);
+      rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
+    }
+    const seen = await ctx.store.hasNonce(topicId, m.nonce);
+    checkMessage(ctx.crypto, t.state, topicId, m, {
+      logSize: t.size,
+      epochStartSize: t.epochStartSize,
+      rootAt: (size) => {
+        if (size !== m.headSize || rootAtHead === null) throw new Error('rootAt called outside the checked head range');
+        return rootAtHead;
+      },
+      seen: () => seen,
+    });
+    const a = await buildAppend(ctx, topicId, t, 'message', encoded);
+    a.batch.nonces = [m.nonce];
+    const outcome: Outcome = { status: 201, body: appendedBody(a) };
+    return {
+      outcome,
+      commit: async (idem) => {
+        const end = ctx.metrics.storageSeconds.startTimer({ op: 'append' });
+        await ctx.store.append(topicId, { ...a.batch, idempotency: idem });
+        end();
+        remember(ctx, toHex(topicId), { ...t, size: a.size, root: a.root, lastTimestamp: a.timestamp });
+        announce(ctx, topicId, t.state, t.state);
+      },
+    };
+  });
+}
+
+/** Wakes live connections of everyone the entry concerns: members before and after it. */
+function announce(ctx: Context, topicId: Uint8Array, before: TopicState | null, after: TopicState): void {
+  const users = new Set<string>();
+  for (const m of after.members.values()) users.add(m.topicKey.user);
+  if (before !== null && before !== after) for (const m of before.members.values()) users.add(m.topicKey.user);
+  ctx.metrics.appends.inc();
+  ctx.events.emit({ kind: 'entry', topicId: toHex(topicId), users: [...users] });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads: current members only (removed members cannot read, protocol §7.5)
+
+function requireMember(state: TopicState, caller: Caller): Member {
+  const m = memberByUser(state, caller.user);
+  if (m === undefined) throw new RendezvousError('topic.not_member');
+  return m;
+}
+
+async function memberView(ctx: Context, caller: Caller, topicId: Uint8Array): Promise<LoadedTopic> {
+  const t = await loadTopic(ctx, topicId);
+  requireMember(t.state, caller);
+  return t;
+}
+
+function summary(topicId: Uint8Array, t: LoadedTopic, checkpoint: Uint8Array) {
+  return {
+    topicId: toBase64url(topicId),
+    host: t.state.host,
+    history: t.state.history,
+    epoch: t.state.epoch,
+    size: t.size,
+    epochStartSize: t.epochStartSize,
+    checkpoint: toBase64url(checkpoint),
+    members: [...t.state.members.values()].map((m) => ({ memberId: m.id, user: m.topicKey.user, role: m.role })),
+  };
+}
+
+export async function getTopic(ctx: Context, caller: Caller, topicId: Uint8Array) {
+  const t = await memberView(ctx, caller, topicId);
+  const row = await ctx.store.getTopic(topicId);
+  if (row === null) throw new RendezvousError('topic.unknown');
+  return summary(topicId, t, row.checkpoint);
+}
+
+export async function listTopics(ctx: Context, caller: Caller) {
+  const out = [];
+  for (const id of await ctx.store.topicsOf(caller.user)) {
+    const row = await ctx.store.getTopic(id);
+    if (row !== null) out.push({ topicId: toBase64url(id), host: row.host, size: row.size, checkpoint: toBase64url(row.checkpoint) });
+  }
+  return { topics: out };
+}
+
+export const MAX_ENTRIES_PER_FETCH = 1_000;
+
+/** Entries [from, from + limit) with the current checkpoint, so the reader can verify them. */
+export async function getEntries(ctx: Context, caller: Caller, topicId: Uint8Array, from: number, limit: number) {
+  await memberView(ctx, caller, topicId);
+  if (!Number.isSafeInteger(from) || from < 0) throw new RendezvousError('request.bad_field', 'from: expected an index ≥ 0', { field: 'from' });
+  const n = Math.min(Math.max(1, limit), MAX_ENTRIES_PER_FETCH);
+  const row = await ctx.store.getTopic(topicId);
+  if (row === null) throw new RendezvousError('topic.unknown');
+  // Read after the checkpoint: every entry the checkpoint covers is already committed.
+  const entries = (await ctx.store.getEntries(topicId, from, n)).filter((e) => e.index < decodeCheckpoint(row.checkpoint).size);
+  return {
+    entries: entries.map((e) => ({ index: e.index, type: e.type, entry: toBase64url(e.entry) })),
+    checkpoint: toBase64url(row.checkpoint),
+  };
+}
+
+function sizeArg(name: string, v: number, min: number, max: number): number {
+  if (!Number.isSafeInteger(v) || v < min || v > max) {
+    throw new RendezvousError('request.bad_field', `${name}: expected an integer in [${min}, ${max}]`, { field: name });
+  }
+  return v;
+}
+
+/** RFC 9162 §2.1.3 inclusion proof of entry `index` in the log of `size` entries. */
+export async function getInclusionProof(ctx: Context, caller: Caller, topicId: Uint8Array, index: number, size: number) {
+  const t = await memberView(ctx, caller, topicId);
+  sizeArg('size', size, 1, t.size);
+  sizeArg('index', index, 0, size - 1);
+  const indexes = inclusionProofIndexes(index, size);
+  const got = await ctx.store.readHashes(topicId, indexes);
+  const proof = inclusionProof(ctx.crypto, index, size, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
+  return { index, size, proof: proof.map(toBase64url) };
+}
+
+/** RFC 9162 §2.1.4 consistency proof between the logs of `from` and `to` entries. */
+export async function getConsistencyProof(ctx: Context, caller: Caller, topicId: Uint8Array, from: number, to: number) {
+  const t = await memberView(ctx, caller, topicId);
+  sizeArg('to', to, 1, t.size);
+  sizeArg('from', from, 1, to);
+  const indexes = consistencyProofIndexes(from, to);
+  const got = await ctx.store.readHashes(topicId, indexes);
+  const proof = consistencyProof(ctx.crypto, from, to, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
+  return { from, to, proof: proof.map(toBase64url) };
+}
+
+/** Whether `user` is a current member (for files and live delivery). */
+export async function isMember(ctx: Context, topicId: Uint8Array, user: string): Promise<boolean> {
+  try {
+    return memberByUser((await loadTopic(ctx, topicId)).state, user) !== undefined;
+  } catch (e) {
+    if (isRendezvousError(e, 'topic.unknown')) return false;
+    throw e;
+  }
+}
