@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { ServerConfig } from '@rendezvous/server';
 
 const USAGE = `usage:
   rendezvous serve [--data DIR] [--host H] [--port N] [--name SERVER_NAME] [--config FILE] [--log-level LEVEL]
@@ -74,7 +75,7 @@ async function serve(args: string[]): Promise<number> {
   const port = Number(pick(values.port, 'RENDEZVOUS_PORT', 'port', '8080'));
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('--port must be 0–65535');
 
-  const { startServer } = await import('@rendezvous/server');
+  const { startServer, RATES } = await import('@rendezvous/server');
   const server = await startServer({
     dataDir: resolve(pick(values.data, 'RENDEZVOUS_DATA', 'data', './data')!),
     host: pick(values.host, 'RENDEZVOUS_HOST', 'host', '127.0.0.1')!,
@@ -83,6 +84,7 @@ async function serve(args: string[]): Promise<number> {
     adminToken: env.RENDEZVOUS_ADMIN_TOKEN,
     serverKey: env.RENDEZVOUS_SERVER_KEY,
     logLevel: pick(values['log-level'], 'RENDEZVOUS_LOG_LEVEL', 'logLevel', 'info'),
+    rates: rateOverrides(file.rates, RATES),
     announce: (line) => process.stdout.write(line + '\n'),
   });
   process.stdout.write(`rendezvous server "${server.name}" listening on ${server.url}\n`);
@@ -98,6 +100,24 @@ async function serve(args: string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
   });
   return 0;
+}
+
+/**
+ * Config file `rates`: `{"write": [600, 60000], …}`, per bucket [tokens per window, window ms]
+ * (docs/server.md §Limits). Only the config file sets them: they are operator tuning.
+ */
+function rateOverrides(v: unknown, known: Record<string, unknown>): ServerConfig['rates'] {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError('config "rates": expected an object of [tokens, windowMs] pairs');
+  const out: Record<string, readonly [number, number]> = {};
+  for (const [name, pair] of Object.entries(v)) {
+    if (!(name in known)) throw new UsageError(`config "rates.${name}": unknown bucket; known: ${Object.keys(known).join(', ')}`);
+    if (!Array.isArray(pair) || pair.length !== 2 || !pair.every((n) => Number.isSafeInteger(n) && n > 0)) {
+      throw new UsageError(`config "rates.${name}": expected [tokens, windowMs], two positive integers`);
+    }
+    out[name] = [pair[0], pair[1]];
+  }
+  return out as ServerConfig['rates'];
 }
 
 // ---------------------------------------------------------------------------------------------

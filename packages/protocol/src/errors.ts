@@ -69,6 +69,7 @@ export const ERROR_CODES = {
   'keys.too_many': { status: 409, text: 'key pool is full' },
   'keys.exhausted': { status: 409, text: 'no key left in the pool: ask the owner to replenish' },
   'blob.unknown': { status: 404, text: 'no such blob' },
+  'blob.quota_exceeded': { status: 413, text: 'file storage quota is used up' },
   'request.too_large': { status: 413, text: 'request body is too large' },
   'request.bad_json': { status: 400, text: 'request body is not valid JSON' },
   'request.bad_field': { status: 400, text: 'a request field is missing or malformed' },

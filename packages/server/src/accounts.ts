@@ -16,6 +16,7 @@ import {
   fromBase64url,
   parseUserId,
   toBase64url,
+  toHex,
   topicKeyId,
   utf8,
   verifyDeviceCert,
@@ -218,6 +219,7 @@ export async function authenticate(ctx: Context, token: string): Promise<Caller>
 
 export async function endSession(ctx: Context, caller: Caller): Promise<void> {
   await ctx.store.deleteSession(caller.tokenHash);
+  ctx.events.emit({ kind: 'session-ended', tokenHash: toHex(caller.tokenHash) });
 }
 
 /** Constant-time comparison of the admin token's hash with the stored one. */

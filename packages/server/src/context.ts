@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import type { CryptoProvider, Random } from '@rendezvous/protocol';
 import type { Logger } from 'pino';
 import type { Store } from './storage/store.ts';
-import { RateLimiter, type RateName } from './limits.ts';
+import { LIMITS, RateLimiter, type LimitOverrides, type Limits, type RateName } from './limits.ts';
+import type { BlobStore } from './storage/blobs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 
 /** Signals for live delivery (the durable record is the store's event table). */
@@ -15,7 +16,9 @@ export type ServerEvent =
   | { kind: 'entry'; topicId: string; users: string[] }
   | { kind: 'bundle'; deviceId: string }
   | { kind: 'device'; user: string }
-  | { kind: 'device-removed'; deviceId: string };
+  | { kind: 'device-removed'; deviceId: string }
+  /** A session was ended (logout); `tokenHash` in hex. */
+  | { kind: 'session-ended'; tokenHash: string };
 
 export interface EventBus {
   emit(e: ServerEvent): void;
@@ -45,6 +48,10 @@ export interface Context {
   random: Random;
   now: () => number;
   store: Store;
+  /** The bytes of encrypted file blobs (their rows are in `store`). */
+  blobs: BlobStore;
+  /** LIMITS with the overrides of ContextOptions.limits applied. */
+  limits: Limits;
   log: Logger;
   rate: RateLimiter;
   events: EventBus;
@@ -57,10 +64,13 @@ export interface ContextOptions {
   serverSeed: Uint8Array;
   crypto: CryptoProvider;
   store: Store;
+  blobs: BlobStore;
   log: Logger;
   version: string;
   now?: () => number;
   rates?: Partial<Record<RateName, readonly [number, number]>>;
+  /** File caps (operator config, or tests that need a small cap). */
+  limits?: LimitOverrides;
 }
 
 export function createContext(o: ContextOptions): Context {
@@ -74,6 +84,8 @@ export function createContext(o: ContextOptions): Context {
     random: (n) => new Uint8Array(randomBytes(n)),
     now,
     store: o.store,
+    blobs: o.blobs,
+    limits: { ...LIMITS, ...o.limits },
     log: o.log,
     rate: new RateLimiter(now, 100_000, (limit) => metrics.rateLimited.inc({ limit }), o.rates),
     events: createEventBus(),

@@ -22,7 +22,20 @@ export const LIMITS = {
   pinDefaultTries: 3,
   /** Below this many pooled keys, clients are told to replenish. */
   lowWater: { prekeys: 20, topicKeys: 20 },
+  /** Largest encrypted file blob (protocol §12 allows 2^40; each server picks its own). */
+  maxBlobBytes: 100 * 1024 * 1024,
+  /** Total size of the blobs one user has uploaded and that still exist. */
+  blobBytesPerUser: 1024 * 1024 * 1024,
 } as const;
+
+/** LIMITS with widened types: what the context carries. */
+export type Limits = { readonly [K in keyof typeof LIMITS]: (typeof LIMITS)[K] extends number ? number : (typeof LIMITS)[K] };
+
+/**
+ * The limits an operator (config) or a test may change, through `ContextOptions.limits`. Only
+ * these: code that reads the others uses LIMITS directly, so overriding them would do nothing.
+ */
+export type LimitOverrides = Partial<Pick<Limits, 'maxBlobBytes' | 'blobBytesPerUser'>>;
 
 /** name → [tokens per window, window ms] */
 export const RATES = {

@@ -14,13 +14,15 @@ import { fromBase64url, isServerName, toBase64url, utf8, type CryptoProvider } f
 import { nodeCrypto } from '@rendezvous/protocol/crypto/node';
 import { createContext, type Context, type ContextOptions } from './context.ts';
 import { createApp } from './http/app.ts';
+import { attachWebSocket } from './http/ws.ts';
 import { openSqliteStore } from './storage/sqlite.ts';
+import { openFsBlobStore } from './storage/blobs.ts';
 import type { Store } from './storage/store.ts';
 
 export const VERSION = '0.1.0';
 
 export interface ServerConfig {
-  /** Data directory: database, server key. */
+  /** Data directory: database, server key, file blobs (`blobs/`). */
   dataDir: string;
   host: string;
   port: number;
@@ -37,6 +39,8 @@ export interface ServerConfig {
   now?: () => number;
   /** Rate-limit overrides (config file `rates`: `{"register": [10, 60000]}`). */
   rates?: ContextOptions['rates'];
+  /** File caps (`{"maxBlobBytes": …, "blobBytesPerUser": …}`). */
+  limits?: ContextOptions['limits'];
 }
 
 export interface RunningServer {
@@ -101,7 +105,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   if (storedName === null) await store.setMeta('server_name', name);
 
   const serverSeed = loadServerKey(config.dataDir, config.serverKey, crypto);
-  const ctx = createContext({ name, serverSeed, crypto, store, log, version: VERSION, now: config.now, rates: config.rates });
+  const blobs = await openFsBlobStore(join(config.dataDir, 'blobs'));
+  const ctx = createContext({
+    name,
+    serverSeed,
+    crypto,
+    store,
+    blobs,
+    log,
+    version: VERSION,
+    now: config.now,
+    rates: config.rates,
+    limits: config.limits,
+  });
   await initAdminToken(ctx, config.adminToken, config.announce ?? ((l) => console.log(l)));
 
   let ready = true;
@@ -111,6 +127,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     getRequestListener(app.fetch),
   );
   http.maxHeadersCount = 100;
+  const live = attachWebSocket(http, ctx);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());
@@ -127,6 +144,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     close() {
       closing ??= (async () => {
         ready = false;
+        await live.close();
         // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.
         const done = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();

@@ -51,7 +51,7 @@ import {
 } from '@rendezvous/protocol';
 import type { Caller } from './accounts.ts';
 import type { Context } from './context.ts';
-import type { AppendBatch, IdempotencyRow, MemberRow } from './storage/store.ts';
+import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow } from './storage/store.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Idempotency (docs/server.md §Idempotency)
@@ -111,13 +111,28 @@ interface LoadedTopic {
   root: Uint8Array;
   /** Timestamp of the last entry: entry timestamps never go backwards (protocol §11.3). */
   lastTimestamp: number;
+  /**
+   * Stored hashes of appends handed to the store but not yet committed (group commit, see
+   * submit): the next append builds on them. Shared by the successive cache values of a topic.
+   */
+  pending: Pending;
 }
+
+interface Pending {
+  hashes: Map<number, Uint8Array>;
+  /** Nonces (hex) of uncommitted messages: a second post of one is `topic.replay` at once. */
+  nonces: Set<string>;
+}
+
+const noPending = (): Pending => ({ hashes: new Map(), nonces: new Set() });
 
 const CACHE_MAX = 1_000;
 
 interface TopicRuntime {
   cache: Map<string, LoadedTopic>;
   locks: Map<string, Promise<unknown>>;
+  /** Submissions in progress by device and client id: a concurrent retry waits for the first. */
+  inflight: Map<string, Promise<unknown>>;
 }
 
 const runtimes = new WeakMap<Context, TopicRuntime>();
@@ -125,7 +140,7 @@ const runtimes = new WeakMap<Context, TopicRuntime>();
 function runtime(ctx: Context): TopicRuntime {
   let r = runtimes.get(ctx);
   if (r === undefined) {
-    r = { cache: new Map(), locks: new Map() };
+    r = { cache: new Map(), locks: new Map(), inflight: new Map() };
     runtimes.set(ctx, r);
   }
   return r;
@@ -165,7 +180,7 @@ async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<LoadedTopic
   }
   if (state === null) throw new Error(`topic ${key} has no create update`);
   const cp = decodeCheckpoint(row.checkpoint);
-  const loaded = { state, size: row.size, epochStartSize: row.epochStartSize, root: cp.root, lastTimestamp: cp.timestamp };
+  const loaded = { state, size: row.size, epochStartSize: row.epochStartSize, root: cp.root, lastTimestamp: cp.timestamp, pending: noPending() };
   remember(ctx, key, loaded);
   return loaded;
 }
@@ -183,6 +198,20 @@ function forget(ctx: Context, topicId: Uint8Array): void {
 
 // ---------------------------------------------------------------------------------------------
 // Appending (protocol §9–§10)
+
+/** Stored hashes by index: uncommitted ones from the topic's pending map, the rest from the store. */
+async function readHashes(ctx: Context, topicId: Uint8Array, t: LoadedTopic | null, indexes: number[]): Promise<Map<number, Uint8Array>> {
+  const out = new Map<number, Uint8Array>();
+  const missing: number[] = [];
+  for (const i of indexes) {
+    const h = t?.pending.hashes.get(i);
+    if (h !== undefined) out.set(i, h);
+    else missing.push(i);
+  }
+  const got = await ctx.store.readHashes(topicId, missing);
+  missing.forEach((i, k) => out.set(i, got[k]!));
+  return out;
+}
 
 interface Appended {
   index: number;
@@ -209,9 +238,8 @@ async function buildAppend(
   const entry = encodeLogEntry({ type, timestamp, body });
   const hashes = new Map<number, Uint8Array>();
   const fetch = async (indexes: number[]) => {
-    const missing = indexes.filter((i) => !hashes.has(i));
-    const got = await ctx.store.readHashes(topicId, missing);
-    missing.forEach((i, k) => hashes.set(i, got[k]!));
+    const got = await readHashes(ctx, topicId, prev, indexes.filter((i) => !hashes.has(i)));
+    for (const [i, h] of got) hashes.set(i, h);
   };
   await fetch(storedHashesIndexes(n));
   const fresh = storedHashesForLeafHash(ctx.crypto, n, entryLeafHash(ctx.crypto, entry), hashReaderFromMap(hashes));
@@ -248,23 +276,41 @@ function appendedBody(a: Appended): Record<string, unknown> {
 }
 
 /**
- * Runs a submission under the topic lock with idempotency: a stored outcome is replayed;
- * otherwise `run` validates and returns the batch and outcome, which are committed together.
- * A concurrent request with the same id that committed first wins (`store.conflict` → replay).
+ * What a validated submission hands back: its answer, and `commit`, which gives the append to
+ * the store (synchronously enqueued for the next group commit), updates the cache as if it had
+ * committed, and returns the promise of durability.
  */
-async function submit(
-  ctx: Context,
-  caller: Caller,
-  sub: Submission,
-  topicId: Uint8Array,
-  run: () => Promise<{ outcome: Outcome; commit: (idem: IdempotencyRow) => Promise<void> }>,
-): Promise<Outcome> {
-  return withTopicLock(ctx, toHex(topicId), async () => {
-    const earlier = await replay(ctx, caller, sub);
-    if (earlier !== null) return earlier;
-    const { outcome, commit } = await run();
+interface Prepared {
+  outcome: Outcome;
+  commit: (idem: IdempotencyRow) => Promise<void>;
+}
+
+/**
+ * Runs a submission with idempotency and per-topic ordering (docs/server.md §Idempotency).
+ *
+ * The topic lock covers validation and enqueueing only, not the fsync: the next submission to
+ * the same topic validates against the state its predecessor will commit, so appends to one
+ * topic share group commits too. The answer is sent only once the append is durable. If a
+ * commit fails, the cached state is dropped and appends built on it fail with `store.conflict`
+ * (the store checks every append's expected size), so nothing is acknowledged that is not stored.
+ *
+ * A stored outcome for the client id is replayed; a retry that arrives while the first request
+ * is still in flight waits for it and then replays its outcome.
+ */
+async function submit(ctx: Context, caller: Caller, sub: Submission, topicId: Uint8Array, run: () => Promise<Prepared>): Promise<Outcome> {
+  const rt = runtime(ctx);
+  const key = `${caller.deviceId}\u0000${sub.clientId}`;
+  const prior = rt.inflight.get(key);
+  const work = (async () => {
+    if (prior !== undefined) await prior.catch(() => undefined);
+    const step = await withTopicLock(ctx, toHex(topicId), async () => {
+      const earlier = await replay(ctx, caller, sub);
+      if (earlier !== null) return { outcome: earlier, durable: Promise.resolve() };
+      const { outcome, commit } = await run();
+      return { outcome, durable: commit(idempotencyRow(ctx, caller, sub, outcome)) };
+    });
     try {
-      await commit(idempotencyRow(ctx, caller, sub, outcome));
+      await step.durable;
     } catch (e) {
       forget(ctx, topicId);
       if (isRendezvousError(e, 'store.conflict')) {
@@ -273,8 +319,50 @@ async function submit(
       }
       throw e;
     }
-    return outcome;
-  });
+    return step.outcome;
+  })();
+  rt.inflight.set(key, work);
+  try {
+    return await work;
+  } finally {
+    if (rt.inflight.get(key) === work) rt.inflight.delete(key);
+  }
+}
+
+/**
+ * Enqueues an append and advances the cached topic to `next` at once; on commit, drops the
+ * appended hashes from the pending map (they are in the store now) and wakes live delivery.
+ */
+function enqueue(
+  ctx: Context,
+  topicId: Uint8Array,
+  a: Appended,
+  idem: IdempotencyRow,
+  next: Omit<LoadedTopic, 'pending'>,
+  pending: Pending,
+  before: TopicState | null,
+  store: (batch: AppendBatch) => Promise<void>,
+): Promise<void> {
+  const end = ctx.metrics.storageSeconds.startTimer({ op: 'append' });
+  const durable = store({ ...a.batch, idempotency: idem });
+  for (const h of a.batch.hashes) pending.hashes.set(h.index, h.hash);
+  for (const n of a.batch.nonces) pending.nonces.add(toHex(n));
+  remember(ctx, toHex(topicId), { ...next, pending });
+  const settle = () => {
+    for (const h of a.batch.hashes) pending.hashes.delete(h.index);
+    for (const n of a.batch.nonces) pending.nonces.delete(toHex(n));
+  };
+  return durable.then(
+    () => {
+      end();
+      settle();
+      announce(ctx, topicId, before, next.state);
+    },
+    (e: unknown) => {
+      settle();
+      throw e;
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,11 +415,10 @@ export async function createTopic(ctx: Context, caller: Caller, sub: Submission,
     const outcome: Outcome = { status: 201, body: { topicId: toBase64url(u.topicId), ...appendedBody(a) } };
     return {
       outcome,
-      commit: async (idem) => {
-        await ctx.store.createTopic({ topicId: u.topicId, host, createdAt: a.timestamp }, { ...a.batch, idempotency: idem });
-        remember(ctx, toHex(u.topicId), { state, size: a.size, epochStartSize: a.size, root: a.root, lastTimestamp: a.timestamp });
-        announce(ctx, u.topicId, null, state);
-      },
+      commit: (idem) =>
+        enqueue(ctx, u.topicId, a, idem, { state, size: a.size, epochStartSize: a.size, root: a.root, lastTimestamp: a.timestamp }, noPending(), null, (b) =>
+          ctx.store.createTopic({ topicId: u.topicId, host, createdAt: a.timestamp }, b),
+        ),
     };
   });
 }
@@ -354,19 +441,17 @@ export async function updateTopic(ctx: Context, caller: Caller, sub: Submission,
     const outcome: Outcome = { status: 201, body: appendedBody(a) };
     return {
       outcome,
-      commit: async (idem) => {
-        const end = ctx.metrics.storageSeconds.startTimer({ op: 'append' });
-        await ctx.store.append(topicId, { ...a.batch, idempotency: idem });
-        end();
-        remember(ctx, toHex(topicId), {
-          state,
-          size: a.size,
-          epochStartSize: a.batch.epochStartSize,
-          root: a.root,
-          lastTimestamp: a.timestamp,
-        });
-        announce(ctx, topicId, t.state, state);
-      },
+      commit: (idem) =>
+        enqueue(
+          ctx,
+          topicId,
+          a,
+          idem,
+          { state, size: a.size, epochStartSize: a.batch.epochStartSize, root: a.root, lastTimestamp: a.timestamp },
+          t.pending,
+          t.state,
+          (b) => ctx.store.append(topicId, b),
+        ),
     };
   });
 }
@@ -385,11 +470,9 @@ export async function postMessage(ctx: Context, caller: Caller, sub: Submission,
     let rootAtHead: Uint8Array | null = null;
     if (m.headSize === t.size) rootAtHead = t.root;
     else if (m.headSize >= 1 && m.headSize < t.size) {
-      const indexes = treeHashIndexes(m.headSize);
-      const got = await ctx.store.readHashes(topicId, indexes);
-      rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
+      rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
     }
-    const seen = await ctx.store.hasNonce(topicId, m.nonce);
+    const seen = t.pending.nonces.has(toHex(m.nonce)) || (await ctx.store.hasNonce(topicId, m.nonce));
     checkMessage(ctx.crypto, t.state, topicId, m, {
       logSize: t.size,
       epochStartSize: t.epochStartSize,
@@ -404,13 +487,10 @@ export async function postMessage(ctx: Context, caller: Caller, sub: Submission,
     const outcome: Outcome = { status: 201, body: appendedBody(a) };
     return {
       outcome,
-      commit: async (idem) => {
-        const end = ctx.metrics.storageSeconds.startTimer({ op: 'append' });
-        await ctx.store.append(topicId, { ...a.batch, idempotency: idem });
-        end();
-        remember(ctx, toHex(topicId), { ...t, size: a.size, root: a.root, lastTimestamp: a.timestamp });
-        announce(ctx, topicId, t.state, t.state);
-      },
+      commit: (idem) =>
+        enqueue(ctx, topicId, a, idem, { ...t, size: a.size, root: a.root, lastTimestamp: a.timestamp }, t.pending, t.state, (b) =>
+          ctx.store.append(topicId, b),
+        ),
     };
   });
 }
@@ -439,15 +519,22 @@ async function memberView(ctx: Context, caller: Caller, topicId: Uint8Array): Pr
   return t;
 }
 
-function summary(topicId: Uint8Array, t: LoadedTopic, checkpoint: Uint8Array) {
+/** The committed log size (the cache may be ahead by appends not yet durable). */
+async function committedSize(ctx: Context, topicId: Uint8Array): Promise<number> {
+  const row = await ctx.store.getTopic(topicId);
+  if (row === null) throw new RendezvousError('topic.unknown');
+  return row.size;
+}
+
+function summary(topicId: Uint8Array, t: LoadedTopic, row: TopicRow) {
   return {
     topicId: toBase64url(topicId),
     host: t.state.host,
     history: t.state.history,
     epoch: t.state.epoch,
-    size: t.size,
-    epochStartSize: t.epochStartSize,
-    checkpoint: toBase64url(checkpoint),
+    size: row.size,
+    epochStartSize: row.epochStartSize,
+    checkpoint: toBase64url(row.checkpoint),
     members: [...t.state.members.values()].map((m) => ({ memberId: m.id, user: m.topicKey.user, role: m.role })),
   };
 }
@@ -456,7 +543,7 @@ export async function getTopic(ctx: Context, caller: Caller, topicId: Uint8Array
   const t = await memberView(ctx, caller, topicId);
   const row = await ctx.store.getTopic(topicId);
   if (row === null) throw new RendezvousError('topic.unknown');
-  return summary(topicId, t, row.checkpoint);
+  return summary(topicId, t, row);
 }
 
 export async function listTopics(ctx: Context, caller: Caller) {
@@ -494,8 +581,8 @@ function sizeArg(name: string, v: number, min: number, max: number): number {
 
 /** RFC 9162 §2.1.3 inclusion proof of entry `index` in the log of `size` entries. */
 export async function getInclusionProof(ctx: Context, caller: Caller, topicId: Uint8Array, index: number, size: number) {
-  const t = await memberView(ctx, caller, topicId);
-  sizeArg('size', size, 1, t.size);
+  await memberView(ctx, caller, topicId);
+  sizeArg('size', size, 1, await committedSize(ctx, topicId));
   sizeArg('index', index, 0, size - 1);
   const indexes = inclusionProofIndexes(index, size);
   const got = await ctx.store.readHashes(topicId, indexes);
@@ -505,8 +592,8 @@ export async function getInclusionProof(ctx: Context, caller: Caller, topicId: U
 
 /** RFC 9162 §2.1.4 consistency proof between the logs of `from` and `to` entries. */
 export async function getConsistencyProof(ctx: Context, caller: Caller, topicId: Uint8Array, from: number, to: number) {
-  const t = await memberView(ctx, caller, topicId);
-  sizeArg('to', to, 1, t.size);
+  await memberView(ctx, caller, topicId);
+  sizeArg('to', to, 1, await committedSize(ctx, topicId));
   sizeArg('from', from, 1, to);
   const indexes = consistencyProofIndexes(from, to);
   const got = await ctx.store.readHashes(topicId, indexes);

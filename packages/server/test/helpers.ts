@@ -27,6 +27,7 @@ import { createApp } from '../src/http/app.ts';
 import { createContext, type Context, type ContextOptions } from '../src/context.ts';
 import { createLogger } from '../src/server.ts';
 import { openSqliteStore } from '../src/storage/sqlite.ts';
+import { openFsBlobStore } from '../src/storage/blobs.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
@@ -42,11 +43,17 @@ export interface TestServer {
 /**
  * `rates` overrides rate limits; by default registration is opened up because every scripted
  * user registers from the same in-process address (the register limit has its own test).
+ * `limits` lowers the file caps (a 100 MiB cap is not something to stream in a unit test).
  */
-export async function testServer(name = 'alpha.test', rates: ContextOptions['rates'] = { register: [1000, 60_000] }): Promise<TestServer> {
+export async function testServer(
+  name = 'alpha.test',
+  rates: ContextOptions['rates'] = { register: [1000, 60_000] },
+  limits?: ContextOptions['limits'],
+): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-test-'));
   const store = await openSqliteStore(join(dir, 'rendezvous.db'));
   await store.migrate();
+  const blobs = await openFsBlobStore(join(dir, 'blobs'));
   const clock = { t: 1_764_000_000_000 };
   const now = () => clock.t;
   const logs: string[] = [];
@@ -61,10 +68,12 @@ export async function testServer(name = 'alpha.test', rates: ContextOptions['rat
     serverSeed: new Uint8Array(randomBytes(32)),
     crypto,
     store,
+    blobs,
     log: createLogger('debug', sink),
     version: 'test',
     now,
     rates,
+    limits,
   });
   await store.setMeta('admin_token_sha256', toBase64url(crypto.sha256(utf8(ADMIN_TOKEN))));
   const app = createApp(ctx);

@@ -239,3 +239,19 @@ export function token(u: ScriptedUser, device = 0): string {
   assert.ok(tk !== undefined, `${u.user} device ${device} is logged in`);
   return tk;
 }
+
+/**
+ * A fresh mirror of an existing topic (empty log, no state): `sync` then fetches and verifies
+ * the whole log from the start, as a client that (re)joins does. `from` shares its member key
+ * secrets and epoch secret, so the mirror can also build messages once synced.
+ */
+export function attachTopic(t: Transport, host: string, serverKey: Uint8Array, id: Uint8Array, from?: ScriptedTopic): ScriptedTopic {
+  // The constructor is private to keep ordinary tests on create/build; this is the one other way in.
+  const Ctor = ScriptedTopic as unknown as new (t: Transport, host: string, serverKey: Uint8Array, id: Uint8Array) => ScriptedTopic;
+  const topic = new Ctor(t, host, serverKey, id);
+  if (from !== undefined) {
+    for (const [user, secret] of from.keys) topic.keys.set(user, secret);
+    topic.epochSecret = from.epochSecret;
+  }
+  return topic;
+}

@@ -494,6 +494,7 @@ describe('state rebuild', () => {
       serverSeed: s.ctx.serverSeed,
       crypto,
       store: s.ctx.store,
+      blobs: s.ctx.blobs,
       log: s.ctx.log,
       version: 'test',
       now: s.ctx.now,

@@ -8,7 +8,10 @@ import { Hono, type Context as HonoContext } from 'hono';
 import { RendezvousError, TOPIC_ID_SIZE, fromBase64url, toBase64url } from '@rendezvous/protocol';
 import type { Context } from '../context.ts';
 import * as accounts from '../accounts.ts';
+import * as files from '../files.ts';
+import { registerFileRoutes } from './files.ts';
 import * as topics from '../topics.ts';
+import { readEvents } from '../events.ts';
 import { LIMITS } from '../limits.ts';
 import { b64, b64List, int, objList, optInt, readJson, str } from './body.ts';
 
@@ -98,7 +101,8 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     const user = accounts.localUser(ctx, param(c, 'user'));
     const r = await ctx.store.deleteUser(user);
     if (!r.deleted) throw new RendezvousError('user.unknown');
-    ctx.log.info({ user }, 'user deleted by admin');
+    await files.removeUserBlobs(ctx, r.blobs);
+    ctx.log.info({ user, blobs: r.blobs.length }, 'user deleted by admin');
     return c.json({ deleted: true });
   });
   app.get('/v1/admin/status', admin, async (c) =>
@@ -175,6 +179,9 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     return c.json({ deleted: await ctx.store.ackBundles(c.get('caller').deviceId, int(body, 'upTo')) });
   });
 
+  // ---- live delivery over HTTP (the WebSocket at /v1/ws streams the same batches) -----------
+  app.get('/v1/events', auth, async (c) => c.json(await readEvents(ctx, c.get('caller'), queryInt(c, 'after', 0), queryInt(c, 'limit', 500))));
+
   // ---- topics and logs (docs/server.md §Topics) ----------------------------------------------
   // Submissions take the device's write token before the body is read or anything verified,
   // and carry an Idempotency-Key; the request hash covers the decoded object, not the JSON.
@@ -220,6 +227,8 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     return c.json(await topics.getConsistencyProof(ctx, c.get('caller'), topicId, queryInt(c, 'from'), queryInt(c, 'to')));
   });
 
+  // ---- files
+  registerFileRoutes(app, ctx, auth);
   return app;
 }
 

@@ -178,6 +178,29 @@ CREATE INDEX events_bundle ON events (device_id, seq) WHERE kind = 'bundle';
 CREATE INDEX events_membership ON events (user, seq) WHERE kind = 'membership';
 `,
   },
+  {
+    // Files (protocol §12). Blobs are scoped per topic, so a topic's deletion cascades to its
+    // blob rows. WITHOUT ROWID: small rows keyed by their primary key, and the by-uploader
+    // index then carries (topic_id, blob_id) itself, covering the quota sum and user deletion.
+    // No foreign key to users, as for topic tables; deleteUser removes the rows explicitly.
+    // The partial index on membership events by topic serves deleteTopic.
+    version: 2,
+    name: 'file blobs',
+    sql: `
+CREATE TABLE blobs (
+  topic_id   BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  blob_id    BLOB NOT NULL,
+  size       INTEGER NOT NULL CHECK (size >= 0),
+  user       TEXT NOT NULL,
+  device_id  TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (topic_id, blob_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blobs_by_user ON blobs (user, size);
+
+CREATE INDEX events_membership_by_topic ON events (topic_id) WHERE kind = 'membership';
+`,
+  },
 ];
 
 /** The schema version this code writes and understands. */

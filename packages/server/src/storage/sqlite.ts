@@ -14,6 +14,7 @@ import { RendezvousError, equal, toHex } from '@rendezvous/protocol';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS } from './migrations.ts';
 import type {
   AppendBatch,
+  BlobRow,
   DeviceRow,
   EntryRow,
   EventRow,
@@ -57,6 +58,7 @@ interface EventDb {
   idx: number | null;
   created_at: number;
 }
+interface BlobDb { topic_id: Buffer; blob_id: Buffer; size: number; user: string; device_id: string; created_at: number }
 
 /**
  * A plain Uint8Array copy of a Buffer: callers compare and serialize Uint8Arrays, and a Buffer
@@ -140,6 +142,45 @@ export class SqliteStore implements Store {
     return this.db.transaction(fn).immediate();
   }
 
+  /** Appends waiting for the next group commit. */
+  private pending: { fn: () => void; resolve: () => void; reject: (e: unknown) => void }[] = [];
+
+  /**
+   * Group commit for log appends: the appends that arrive while the event loop is busy (above
+   * all while the previous commit's fsync held it) are written in one transaction, so one fsync
+   * makes many acknowledged entries durable (synchronous=FULL stays on). Each append runs in its
+   * own savepoint (a nested better-sqlite3 transaction), so one that fails (a conflict, a
+   * replayed nonce) is rolled back alone and rejects alone. The promise resolves after COMMIT.
+   */
+  private grouped(fn: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ fn, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private flush(): void {
+    const items = this.pending.splice(0);
+    if (items.length === 0) return;
+    const failed = new Map<number, unknown>();
+    try {
+      this.write(() => {
+        items.forEach((it, i) => {
+          try {
+            this.db.transaction(it.fn)();
+          } catch (e) {
+            failed.set(i, e);
+          }
+        });
+      });
+    } catch (e) {
+      // The commit itself failed (disk full, I/O error): nothing of the group is durable.
+      for (const it of items) it.reject(e);
+      return;
+    }
+    items.forEach((it, i) => (failed.has(i) ? it.reject(failed.get(i)) : it.resolve()));
+  }
+
   private read<T>(fn: () => T): T {
     return this.db.transaction(fn).deferred();
   }
@@ -184,6 +225,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    if (this.pending.length > 0) this.flush();
     this.stmts.clear();
     this.db.close();
   }
@@ -257,9 +299,9 @@ export class SqliteStore implements Store {
     return (this.q('SELECT * FROM users ORDER BY user').all() as UserDb[]).map(userRow);
   }
 
-  async deleteUser(user: string): Promise<{ deleted: boolean; blobIds: Uint8Array[] }> {
+  async deleteUser(user: string): Promise<{ deleted: boolean; blobs: { topicId: Uint8Array; blobId: Uint8Array }[] }> {
     return this.write(() => {
-      if (this.q('SELECT 1 FROM users WHERE user = ?').get(user) === undefined) return { deleted: false, blobIds: [] };
+      if (this.q('SELECT 1 FROM users WHERE user = ?').get(user) === undefined) return { deleted: false, blobs: [] };
       const devices = this.q('SELECT device_id FROM devices WHERE user = ?').all(user) as { device_id: string }[];
       for (const d of devices) {
         this.q('DELETE FROM bundles WHERE sender_device_id = ?').run(d.device_id);
@@ -270,8 +312,9 @@ export class SqliteStore implements Store {
       this.q('DELETE FROM pins WHERE user = ?').run(user);
       // Topic keys go by ON DELETE CASCADE; topic_members deliberately have no link to users.
       this.q('DELETE FROM users WHERE user = ?').run(user);
-      // No blob table yet: it lands with files (uploads will record their uploader there).
-      return { deleted: true, blobIds: [] };
+      // Blob rows have no foreign key to users: returned so the caller can delete the files.
+      const blobs = this.q('DELETE FROM blobs WHERE user = ? RETURNING topic_id, blob_id').all(user) as Pick<BlobDb, 'topic_id' | 'blob_id'>[];
+      return { deleted: true, blobs: blobs.map((r) => ({ topicId: u8(r.topic_id), blobId: u8(r.blob_id) })) };
     });
   }
 
@@ -463,7 +506,7 @@ export class SqliteStore implements Store {
   // ---- topics and logs ------------------------------------------------------------------------
 
   async createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void> {
-    this.write(() => {
+    return this.grouped(() => {
       if (this.q('SELECT 1 FROM topics WHERE topic_id = ?').get(topic.topicId) !== undefined) {
         throw new RendezvousError('topic.exists');
       }
@@ -491,7 +534,7 @@ export class SqliteStore implements Store {
   }
 
   async append(topicId: Uint8Array, batch: AppendBatch): Promise<void> {
-    this.write(() => {
+    return this.grouped(() => {
       const t = this.q('SELECT size FROM topics WHERE topic_id = ?').get(topicId) as { size: number } | undefined;
       if (t === undefined) throw new RendezvousError('topic.unknown');
       if (t.size !== batch.expectedSize) {
@@ -639,6 +682,56 @@ export class SqliteStore implements Store {
 
   async backup(path: string): Promise<void> {
     await this.db.backup(path);
+  }
+
+  // ---- files ----------------------------------------------------------------------------------
+
+  async putBlob(row: BlobRow, maxUserBytes?: number): Promise<boolean> {
+    return this.write(() => {
+      if (this.q('SELECT 1 FROM blobs WHERE topic_id = ? AND blob_id = ?').get(row.topicId, row.blobId) !== undefined) return false;
+      if (this.q('SELECT 1 FROM topics WHERE topic_id = ?').get(row.topicId) === undefined) throw new RendezvousError('topic.unknown');
+      if (this.q('SELECT 1 FROM users WHERE user = ?').get(row.user) === undefined) throw new RendezvousError('user.unknown');
+      if (maxUserBytes !== undefined && this.blobBytesNow(row.user) + row.size > maxUserBytes) {
+        throw new RendezvousError('blob.quota_exceeded', `a user may store at most ${maxUserBytes} bytes of files`);
+      }
+      this.q('INSERT INTO blobs (topic_id, blob_id, size, user, device_id, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+        row.topicId,
+        row.blobId,
+        row.size,
+        row.user,
+        row.deviceId,
+        row.createdAt,
+      );
+      return true;
+    });
+  }
+
+  async getBlob(topicId: Uint8Array, blobId: Uint8Array): Promise<BlobRow | null> {
+    const r = this.q('SELECT * FROM blobs WHERE topic_id = ? AND blob_id = ?').get(topicId, blobId) as BlobDb | undefined;
+    return r === undefined
+      ? null
+      : { topicId: u8(r.topic_id), blobId: u8(r.blob_id), size: r.size, user: r.user, deviceId: r.device_id, createdAt: r.created_at };
+  }
+
+  private blobBytesNow(user: string): number {
+    return (this.q('SELECT coalesce(sum(size), 0) AS n FROM blobs WHERE user = ?').get(user) as { n: number }).n;
+  }
+
+  async blobBytesOf(user: string): Promise<number> {
+    return this.blobBytesNow(user);
+  }
+
+  async deleteTopic(topicId: Uint8Array): Promise<{ deleted: boolean; blobIds: Uint8Array[] }> {
+    return this.write(() => {
+      if (this.q('SELECT 1 FROM topics WHERE topic_id = ?').get(topicId) === undefined) return { deleted: false, blobIds: [] };
+      const blobs = this.q('SELECT blob_id FROM blobs WHERE topic_id = ?').all(topicId) as Pick<BlobDb, 'blob_id'>[];
+      // Events have no foreign key (they may name other servers' users): one statement per
+      // partial index. Members, entries, hashes, nonces and blob rows go by ON DELETE CASCADE.
+      this.q("DELETE FROM events WHERE kind = 'entry' AND topic_id = ?").run(topicId);
+      this.q("DELETE FROM events WHERE kind = 'membership' AND topic_id = ?").run(topicId);
+      this.q('DELETE FROM topics WHERE topic_id = ?').run(topicId);
+      return { deleted: true, blobIds: blobs.map((r) => u8(r.blob_id)) };
+    });
   }
 }
 

@@ -153,9 +153,10 @@ export interface Store {
    * Deletes the user and everything of theirs: devices, sessions, prekeys, topic keys, bundles
    * to or from their devices, idempotency records, pins for the name. Their memberships in
    * topics stay in the topic logs (only an update can remove a member). Returns false if none.
-   * Blobs they uploaded are returned for the caller to delete from the blob store.
+   * The rows of the blobs they uploaded are deleted too and returned, for the caller to delete
+   * the files from the blob store.
    */
-  deleteUser(user: string): Promise<{ deleted: boolean; blobIds: Uint8Array[] }>;
+  deleteUser(user: string): Promise<{ deleted: boolean; blobs: { topicId: Uint8Array; blobId: Uint8Array }[] }>;
 
   /** Fails with `device.exists` if the device id was ever used (devices are never re-added). */
   addDevice(device: DeviceRow): Promise<void>;
@@ -239,4 +240,35 @@ export interface Store {
   counts(): Promise<{ users: number; devices: number; topics: number; entries: number; pins: number }>;
   /** A consistent copy of the database while serving (SQLite: online backup API). */
   backup(path: string): Promise<void>;
+
+  // ---- files (protocol §12): blob metadata; the bytes are in the BlobStore ---------------------
+  /**
+   * Records an uploaded blob. Idempotent: if the topic already has this blob id, nothing
+   * changes and the result is false (the first uploader keeps it). Otherwise, in one
+   * transaction: `topic.unknown` if the topic is gone, `user.unknown` if the uploader is (a
+   * deletion that raced the upload must not leave a row behind), `blob.quota_exceeded` if
+   * `maxUserBytes` is given and the uploader's blobs would exceed it; else inserted, true.
+   */
+  putBlob(row: BlobRow, maxUserBytes?: number): Promise<boolean>;
+  getBlob(topicId: Uint8Array, blobId: Uint8Array): Promise<BlobRow | null>;
+  /** Total size of the blobs `user` uploaded (what the per-user quota counts). */
+  blobBytesOf(user: string): Promise<number>;
+  /**
+   * Deletes the topic with everything of it: log entries, stored hashes, members, nonces, its
+   * entry and membership events, and its blob rows, whose ids are returned for the caller to
+   * delete the files. False (and nothing) if there is no such topic.
+   */
+  deleteTopic(topicId: Uint8Array): Promise<{ deleted: boolean; blobIds: Uint8Array[] }>;
+}
+
+/** An uploaded blob (protocol §12): scoped to one topic; `blobId` is SHA-256 of its bytes. */
+export interface BlobRow {
+  topicId: Uint8Array;
+  blobId: Uint8Array;
+  /** Encrypted size in bytes. */
+  size: number;
+  /** The uploader: the user is charged for it and deleting the user deletes it. */
+  user: string;
+  deviceId: string;
+  createdAt: number;
 }

@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRendezvousError, toHex, utf8, type ErrorCode } from '@rendezvous/protocol';
-import type { AppendBatch, DeviceRow, EventRow, IdempotencyRow, MemberRow, PinRow, Store, UserRow } from '../../src/storage/store.ts';
+import type { AppendBatch, BlobRow, DeviceRow, EventRow, IdempotencyRow, MemberRow, PinRow, Store, UserRow } from '../../src/storage/store.ts';
 
 export interface StoreHarness {
   /** A fresh, migrated, empty store. */
@@ -380,7 +380,7 @@ export function storeConformance(
         const topicBefore = await s.getTopic(T1);
         const entriesBefore = await s.getEntries(T1, 0, 100);
 
-        assert.deepEqual(await s.deleteUser(alice), { deleted: true, blobIds: [] });
+        assert.deepEqual(await s.deleteUser(alice), { deleted: true, blobs: [] });
 
         assert.equal(await s.getUser(alice), null);
         assert.deepEqual(await s.listUsers(), [userRow(bob)]);
@@ -406,7 +406,7 @@ export function storeConformance(
         assert.deepEqual(await s.getMembers(T1), [admin(0, alice), participant(1, bob)]);
         // Device ids are remembered; the name itself can be registered again.
         await rejectsWith(s.addDevice(deviceRow('a1', bob)), 'device.exists');
-        assert.deepEqual(await s.deleteUser(alice), { deleted: false, blobIds: [] });
+        assert.deepEqual(await s.deleteUser(alice), { deleted: false, blobs: [] });
         await s.createPin(pinRow('new', alice, 'x'));
         await rejectsWith(s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('x'), NOW), 'device.exists');
         assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a3', alice), pinHashOf('x'), NOW), 'ok');
@@ -415,7 +415,7 @@ export function storeConformance(
 
       it('deleteUser of an unknown user returns false and touches nothing', async () => {
         await s.createPin(pinRow('p', 'ghost@alpha.example', '1'));
-        assert.deepEqual(await s.deleteUser('ghost@alpha.example'), { deleted: false, blobIds: [] });
+        assert.deepEqual(await s.deleteUser('ghost@alpha.example'), { deleted: false, blobs: [] });
         assert.equal((await s.listPins()).length, 1);
       });
     });
@@ -628,6 +628,29 @@ export function storeConformance(
           ],
         );
         assert.deepEqual(await s.getUpdates(T2), []);
+      });
+
+      it('appends issued together succeed or fail each on its own (group commit must not couple them)', async () => {
+        await addUser(s, alice, 'a1');
+        for (const t of [T1, T2, T3]) {
+          await s.createTopic({ topicId: t, host: 'alpha.example', createdAt: NOW }, batch(t, 0, 1, { members: [admin(0, alice)] }));
+        }
+        // Not awaited one by one: a backend may commit these in one transaction.
+        const results = await Promise.allSettled([
+          s.append(T1, batch(T1, 1, 1)),
+          s.append(T2, batch(T2, 5, 1)), // wrong expected size
+          s.append(T3, batch(T3, 1, 1)),
+          s.append(T1, batch(T1, 2, 1)), // builds on the first
+          s.append(T3, batch(T3, 2, 1, { nonces: [nonceOf(1)] })), // nonce of T3's entry 1: replay
+        ]);
+        assert.deepEqual(
+          results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as { code?: string }).code)),
+          ['ok', 'store.conflict', 'ok', 'ok', 'topic.replay'],
+        );
+        assert.equal((await s.getTopic(T1))!.size, 3);
+        assert.equal((await s.getTopic(T2))!.size, 1);
+        assert.equal((await s.getTopic(T3))!.size, 2);
+        assert.equal((await s.getEntries(T3, 0, 10)).length, 2, 'the refused append left no entry');
       });
 
       it('append records the batch time on its events', async () => {
@@ -1010,6 +1033,142 @@ export function storeConformance(
         } finally {
           await rm(dir, { recursive: true, force: true });
         }
+      });
+    });
+
+    describe('files', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@alpha.example';
+      const blob = (t: Uint8Array, id: number, user: string, size = 100, deviceId = user === alice ? 'a1' : 'b1'): BlobRow => ({
+        topicId: t,
+        blobId: fill(32, id),
+        size,
+        user,
+        deviceId,
+        createdAt: NOW + id,
+      });
+
+      async function setup(): Promise<void> {
+        await addUser(s, alice, 'a1');
+        await addUser(s, bob, 'b1');
+        await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 2);
+        await createTopic(s, T2, [admin(0, alice), participant(1, bob)], 1);
+      }
+
+      it('putBlob then getBlob returns every field; unknown is null', async () => {
+        await setup();
+        const r = blob(T1, 1, alice, 1234);
+        assert.equal(await s.putBlob(r), true);
+        assert.deepEqual(await s.getBlob(T1, r.blobId), r);
+        assert.equal(await s.getBlob(T1, fill(32, 2)), null);
+        // Blobs are scoped per topic: the same id in another topic is another blob.
+        assert.equal(await s.getBlob(T2, r.blobId), null);
+        assert.equal(await s.putBlob({ ...r, topicId: T2, user: bob, deviceId: 'b1' }), true);
+        assert.equal((await s.getBlob(T2, r.blobId))?.user, bob);
+        assert.equal((await s.getBlob(T1, r.blobId))?.user, alice);
+      });
+
+      it('putBlob is idempotent: the same topic and blob id again is false and changes nothing', async () => {
+        await setup();
+        const r = blob(T1, 1, alice);
+        assert.equal(await s.putBlob(r), true);
+        assert.equal(await s.putBlob(r), false);
+        // Another uploader of the same content: the first keeps it (and pays for it).
+        assert.equal(await s.putBlob({ ...r, user: bob, deviceId: 'b1', createdAt: NOW + 99 }), false);
+        assert.deepEqual(await s.getBlob(T1, r.blobId), r);
+        assert.equal(await s.blobBytesOf(bob), 0);
+      });
+
+      it('putBlob: topic.unknown without the topic, user.unknown without the uploader; nothing stored', async () => {
+        await setup();
+        await rejectsWith(s.putBlob(blob(T3, 1, alice)), 'topic.unknown');
+        await rejectsWith(s.putBlob(blob(T1, 2, 'ghost@alpha.example')), 'user.unknown');
+        assert.equal(await s.getBlob(T3, fill(32, 1)), null);
+        assert.equal(await s.getBlob(T1, fill(32, 2)), null);
+        assert.equal(await s.blobBytesOf('ghost@alpha.example'), 0);
+      });
+
+      it('blobBytesOf sums a user over all topics; putBlob enforces maxUserBytes atomically', async () => {
+        await setup();
+        assert.equal(await s.blobBytesOf(alice), 0);
+        assert.equal(await s.putBlob(blob(T1, 1, alice, 300), 1000), true);
+        assert.equal(await s.putBlob(blob(T2, 2, alice, 600), 1000), true);
+        assert.equal(await s.putBlob(blob(T1, 3, bob, 50)), true);
+        assert.equal(await s.blobBytesOf(alice), 900);
+        assert.equal(await s.blobBytesOf(bob), 50);
+        await rejectsWith(s.putBlob(blob(T1, 4, alice, 101), 1000), 'blob.quota_exceeded');
+        assert.equal(await s.getBlob(T1, fill(32, 4)), null);
+        assert.equal(await s.blobBytesOf(alice), 900);
+        // Exactly at the limit is fine; an existing blob is not charged again.
+        assert.equal(await s.putBlob(blob(T1, 4, alice, 100), 1000), true);
+        assert.equal(await s.putBlob(blob(T1, 4, alice, 100), 1000), false);
+        assert.equal(await s.blobBytesOf(alice), 1000);
+        // Quotas are per user.
+        assert.equal(await s.putBlob(blob(T1, 5, bob, 900), 1000), true);
+      });
+
+      it('deleteUser deletes and returns the rows of the blobs the user uploaded, in every topic', async () => {
+        await setup();
+        await s.putBlob(blob(T1, 1, alice));
+        await s.putBlob(blob(T2, 2, alice));
+        await s.putBlob(blob(T1, 3, bob));
+        const r = await s.deleteUser(alice);
+        assert.equal(r.deleted, true);
+        const key = (x: { topicId: Uint8Array; blobId: Uint8Array }) => `${toHex(x.topicId)}/${toHex(x.blobId)}`;
+        assert.deepEqual(r.blobs.map(key).sort(), [key({ topicId: T1, blobId: fill(32, 1) }), key({ topicId: T2, blobId: fill(32, 2) })].sort());
+        assert.equal(await s.getBlob(T1, fill(32, 1)), null);
+        assert.equal(await s.getBlob(T2, fill(32, 2)), null);
+        assert.equal(await s.blobBytesOf(alice), 0);
+        assert.deepEqual(await s.getBlob(T1, fill(32, 3)), blob(T1, 3, bob));
+        assert.deepEqual(await s.deleteUser(alice), { deleted: false, blobs: [] });
+      });
+
+      it('deleteTopic deletes the topic with its log, hashes, members, nonces, events and blob rows', async () => {
+        await setup();
+        await s.append(T1, batch(T1, 2, 2, { members: [admin(0, alice), participant(1, bob), participant(2, 'carol@remote.example')] }));
+        await s.putBlob(blob(T1, 1, alice, 10));
+        await s.putBlob(blob(T1, 2, bob, 20));
+        await s.putBlob(blob(T2, 3, alice, 40));
+        const t2 = await topicState(s, T2);
+        const countsBefore = await s.counts();
+
+        const r = await s.deleteTopic(T1);
+        assert.equal(r.deleted, true);
+        assert.deepEqual(hex(r.blobIds), hex([fill(32, 1), fill(32, 2)]));
+        assert.equal(await s.getTopic(T1), null);
+        assert.deepEqual(await s.getEntries(T1, 0, 100), []);
+        assert.deepEqual(await s.getMembers(T1), []);
+        assert.equal(await s.hasNonce(T1, nonceOf(1)), false);
+        await assert.rejects(s.readHashes(T1, [0]));
+        assert.equal(await s.getBlob(T1, fill(32, 1)), null);
+        assert.equal(await s.getBlob(T1, fill(32, 2)), null);
+        assert.equal(await s.blobBytesOf(alice), 40);
+        assert.equal(await s.blobBytesOf(bob), 0);
+        assert.deepEqual(hex(await s.topicsOf(alice)), hex([T2]));
+        // No event of the topic is left for anyone, members of other servers included.
+        for (const [u, d] of [[alice, 'a1'], [bob, 'b1'], ['carol@remote.example', 'c1']] as const) {
+          assert.deepEqual((await s.eventsSince(0, u, d, 1000)).filter((e) => e.topicId !== null && toHex(e.topicId) === toHex(T1)), []);
+        }
+        assert.deepEqual(await s.counts(), { ...countsBefore, topics: countsBefore.topics - 1, entries: countsBefore.entries - 4 });
+        // The other topic is untouched (latest event seq aside, which never goes back).
+        assert.deepEqual({ ...(await topicState(s, T2)), latest: t2.latest, counts: t2.counts }, t2);
+        assert.equal(await s.latestEventSeq() >= t2.latest, true);
+
+        assert.deepEqual(await s.deleteTopic(T1), { deleted: false, blobIds: [] });
+        assert.deepEqual(await s.deleteTopic(T3), { deleted: false, blobIds: [] });
+        // The id is free again.
+        await createTopic(s, T1, [admin(0, bob)], 1);
+        assert.deepEqual(await s.getMembers(T1), [admin(0, bob)]);
+      });
+
+      it('durability: blob rows are there after close and reopen', async (t) => {
+        if (h.reopen === undefined) return t.skip('no reopen');
+        await setup();
+        await s.putBlob(blob(T1, 1, alice, 77));
+        await s.close();
+        s = await h.reopen();
+        assert.deepEqual(await s.getBlob(T1, fill(32, 1)), blob(T1, 1, alice, 77));
+        assert.equal(await s.blobBytesOf(alice), 77);
       });
     });
   });

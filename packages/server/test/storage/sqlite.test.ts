@@ -194,6 +194,35 @@ describe('SQLite backend', () => {
     }
   });
 
+  it('the queries of the files methods (putBlob, getBlob, blobBytesOf, deleteUser, deleteTopic) use indexes', async () => {
+    const t = await tempDb();
+    try {
+      await t.open();
+      const raw = new Database(t.file, { readonly: true });
+      try {
+        const queries = [
+          'SELECT * FROM blobs WHERE topic_id = ? AND blob_id = ?',
+          'SELECT coalesce(sum(size), 0) AS n FROM blobs WHERE user = ?',
+          'DELETE FROM blobs WHERE user = ? RETURNING topic_id, blob_id',
+          'SELECT blob_id FROM blobs WHERE topic_id = ?',
+          "DELETE FROM events WHERE kind = 'entry' AND topic_id = ?",
+          "DELETE FROM events WHERE kind = 'membership' AND topic_id = ?",
+          // With its ON DELETE CASCADE into members, entries, hashes, nonces and blobs.
+          'DELETE FROM topics WHERE topic_id = ?',
+        ];
+        for (const sql of queries) {
+          const plan = (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...sql.split('?').slice(1).map(() => 'x')) as { detail: string }[]).map((r) => r.detail);
+          assert.equal(plan.length > 0, true, sql);
+          for (const d of plan) assert.match(d, /^SEARCH \w+ USING (PRIMARY KEY|(COVERING )?INDEX \w+) \(/, `${sql}\n${plan.join('\n')}`);
+        }
+      } finally {
+        raw.close();
+      }
+    } finally {
+      await t.cleanup();
+    }
+  });
+
   it('stores Uint8Arrays and returns plain Uint8Arrays, not Buffers', async () => {
     const s = await openSqliteStore(':memory:');
     try {
