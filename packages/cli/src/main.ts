@@ -17,6 +17,7 @@ const USAGE = `usage:
   rendezvous admin revoke-pin <id>                            revoke a pin
   rendezvous admin users                                      list users
   rendezvous admin delete-user <user>                         delete a user and all their data
+  rendezvous admin delete-topic <topic-id>                    delete a topic with its log and files
   rendezvous admin status                                     server status
   rendezvous admin backup <file> [--data DIR]                 consistent online backup of the database
 
@@ -85,6 +86,7 @@ async function serve(args: string[]): Promise<number> {
     serverKey: env.RENDEZVOUS_SERVER_KEY,
     logLevel: pick(values['log-level'], 'RENDEZVOUS_LOG_LEVEL', 'logLevel', 'info'),
     rates: rateOverrides(file.rates, RATES),
+    limits: limitOverrides(file.limits),
     announce: (line) => process.stdout.write(line + '\n'),
   });
   process.stdout.write(`rendezvous server "${server.name}" listening on ${server.url}\n`);
@@ -118,6 +120,20 @@ function rateOverrides(v: unknown, known: Record<string, unknown>): ServerConfig
     out[name] = [pair[0], pair[1]];
   }
   return out as ServerConfig['rates'];
+}
+
+/** Config file `limits`: the few limits an operator may change (docs/server.md §Limits). */
+function limitOverrides(v: unknown): ServerConfig['limits'] {
+  const names = ['maxBlobBytes', 'blobBytesPerUser', 'bodyTimeoutMs', 'uploadIdleMs'] as const;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError('config "limits": expected an object');
+  const out: Record<string, number> = {};
+  for (const [name, n] of Object.entries(v)) {
+    if (!(names as readonly string[]).includes(name)) throw new UsageError(`config "limits.${name}": unknown; known: ${names.join(', ')}`);
+    if (!Number.isSafeInteger(n) || (n as number) <= 0) throw new UsageError(`config "limits.${name}": expected a positive integer`);
+    out[name] = n as number;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,6 +229,10 @@ async function admin(args: string[]): Promise<number> {
     case 'delete-user':
       if (!arg) throw new UsageError('admin delete-user needs a user id');
       out(`${arg} deleted`, await call('DELETE', `/v1/admin/users/${encodeURIComponent(arg)}`));
+      return 0;
+    case 'delete-topic':
+      if (!arg) throw new UsageError('admin delete-topic needs a topic id (base64url, as clients show it)');
+      out(`topic ${arg} deleted with its log and files`, await call('DELETE', `/v1/admin/topics/${encodeURIComponent(arg)}`));
       return 0;
     case 'status': {
       const r = await call('GET', '/v1/admin/status');

@@ -76,7 +76,7 @@ export async function upload(
   const cap = Math.max(0, Math.min(maxBlob, room));
   let staged;
   try {
-    staged = await ctx.blobs.stage(topicId, body, cap);
+    staged = await ctx.blobs.stage(topicId, body, cap, ctx.limits.uploadIdleMs);
   } catch (e) {
     if (cap < maxBlob && isRendezvousError(e, 'request.too_large')) throw quotaError();
     throw e;

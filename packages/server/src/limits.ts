@@ -14,6 +14,10 @@ export const LIMITS = {
   topicKeysPerUpload: 100,
   topicKeysPerUser: 500,
   bundlesPerUpload: 100,
+  /** A JSON request body must arrive whole within this time of being read. */
+  bodyTimeoutMs: 60_000,
+  /** An upload that sends nothing for this long is cut off (there is no total limit below the server's 1 h). */
+  uploadIdleMs: 30_000,
   /** A signed request (device certificate) must be this fresh (± ms). */
   freshnessMs: 5 * 60 * 1000,
   challengeTtlMs: 2 * 60 * 1000,
@@ -35,7 +39,7 @@ export type Limits = { readonly [K in keyof typeof LIMITS]: (typeof LIMITS)[K] e
  * The limits an operator (config) or a test may change, through `ContextOptions.limits`. Only
  * these: code that reads the others uses LIMITS directly, so overriding them would do nothing.
  */
-export type LimitOverrides = Partial<Pick<Limits, 'maxBlobBytes' | 'blobBytesPerUser'>>;
+export type LimitOverrides = Partial<Pick<Limits, 'maxBlobBytes' | 'blobBytesPerUser' | 'bodyTimeoutMs' | 'uploadIdleMs'>>;
 
 /** name → [tokens per window, window ms] */
 export const RATES = {
@@ -88,5 +92,30 @@ export class RateLimiter {
       throw new RendezvousError('rate.limited', `too many ${name} requests`, { retryAfterMs });
     }
     b.tokens -= 1;
+  }
+}
+
+/**
+ * One read of a body stream that must deliver within `ms`: a client that stops sending is cut
+ * off with `request.timeout` instead of holding its connection and buffers indefinitely. The
+ * HTTP server's own request timeout is long (uploads may be large); these bound each body.
+ */
+export async function readWithin<T>(reader: ReadableStreamDefaultReader<T>, ms: number): Promise<ReadableStreamReadResult<T>> {
+  let timer: NodeJS.Timeout | undefined;
+  let timedOut = false;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      reject(new RendezvousError('request.timeout', `no request data for ${ms / 1000} s`));
+      // Cancelling settles the pending read as done; `timedOut` keeps that from passing as the end.
+      reader.cancel().catch(() => {});
+    }, ms);
+  });
+  try {
+    const r = await Promise.race([reader.read(), timeout]);
+    if (timedOut) throw new RendezvousError('request.timeout', `no request data for ${ms / 1000} s`);
+    return r;
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -123,7 +123,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   let ready = true;
   const app = createApp(ctx, { isReady: () => ready });
   const http: HttpServer = createServer(
-    { requestTimeout: 60_000, headersTimeout: 15_000, keepAliveTimeout: 5_000 },
+    // Bodies have their own limits (LIMITS.bodyTimeoutMs, uploadIdleMs); the request timeout
+    // only bounds the longest upload.
+    { requestTimeout: 3_600_000, headersTimeout: 15_000, keepAliveTimeout: 5_000 },
     getRequestListener(app.fetch),
   );
   http.maxHeadersCount = 100;

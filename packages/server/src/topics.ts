@@ -51,6 +51,7 @@ import {
 } from '@rendezvous/protocol';
 import type { Caller } from './accounts.ts';
 import type { Context } from './context.ts';
+import { removeTopic } from './files.ts';
 import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow } from './storage/store.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -451,7 +452,10 @@ export async function updateTopic(ctx: Context, caller: Caller, sub: Submission,
           t.pending,
           t.state,
           (b) => ctx.store.append(topicId, b),
-        ),
+        ).then(async () => {
+          // The last member left: nobody can read the topic any more, so it goes with its files.
+          if (state.members.size === 0) await deleteTopic(ctx, topicId);
+        }),
     };
   });
 }
@@ -599,6 +603,18 @@ export async function getConsistencyProof(ctx: Context, caller: Caller, topicId:
   const got = await ctx.store.readHashes(topicId, indexes);
   const proof = consistencyProof(ctx.crypto, from, to, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
   return { from, to, proof: proof.map(toBase64url) };
+}
+
+/**
+ * Deletes a topic with its log, members, events and files (admin action, or its last member
+ * left). Runs under the topic lock so no submission is validated against it meanwhile; appends
+ * still waiting for their commit fail with `topic.unknown` and are never acknowledged.
+ */
+export async function deleteTopic(ctx: Context, topicId: Uint8Array): Promise<boolean> {
+  return withTopicLock(ctx, toHex(topicId), async () => {
+    forget(ctx, topicId);
+    return removeTopic(ctx, topicId);
+  });
 }
 
 /** Whether `user` is a current member (for files and live delivery). */

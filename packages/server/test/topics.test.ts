@@ -17,7 +17,7 @@ import {
   entryLeafHash,
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
-import { ScriptedUser, call, expectError, inProcess, issuePin, testServer, type TestServer, type Transport } from './helpers.ts';
+import { ADMIN_TOKEN, ScriptedUser, call, expectError, inProcess, issuePin, testServer, type TestServer, type Transport } from './helpers.ts';
 import { ScriptedTopic, newClientId, submit, token } from './topic-client.ts';
 
 let s: TestServer;
@@ -260,11 +260,30 @@ describe('updates and membership', () => {
     assert.equal(r.status, 201, JSON.stringify(r.body));
   });
 
-  it('lets the last member leave (the topic then has no readers)', async () => {
+  it('deletes the topic when its last member leaves', async () => {
     const topic = await create([[alice, 'admin']]);
+    assert.equal((await topic.post(alice, topic.message(alice, 'last words'))).status, 201);
     const leave = topic.change(alice, { type: 'leave' });
     assert.equal((await topic.update(alice, leave.update)).status, 201);
-    expectError(await call(t, 'GET', topic.path, undefined, token(alice)), 403, 'topic.not_member');
+    expectError(await call(t, 'GET', topic.path, undefined, token(alice)), 404, 'topic.unknown');
+    assert.equal(await s.ctx.store.getTopic(topic.id), null);
+    assert.deepEqual(await s.ctx.store.getEntries(topic.id, 0, 10), [], 'the log is gone');
+  });
+
+  it('lets the admin API delete a topic; members then find it gone', async () => {
+    const topic = await create([
+      [alice, 'admin'],
+      [bob, 'participant'],
+    ]);
+    const path = `/v1/admin/topics/${toBase64url(topic.id)}`;
+    expectError(await call(t, 'DELETE', path), 401, 'auth.required');
+    expectError(await call(t, 'DELETE', path, undefined, token(alice)), 401, 'auth.invalid_token');
+    assert.equal((await call(t, 'DELETE', path, undefined, ADMIN_TOKEN)).status, 200);
+    expectError(await call(t, 'GET', topic.path, undefined, token(bob)), 404, 'topic.unknown');
+    expectError(await topic.post(bob, topic.message(bob, 'anyone?')), 404, 'topic.unknown');
+    const list = await call(t, 'GET', '/v1/topics', undefined, token(bob));
+    assert.ok(!list.body.topics.some((x: { topicId: string }) => x.topicId === toBase64url(topic.id)), 'gone from lists');
+    expectError(await call(t, 'DELETE', path, undefined, ADMIN_TOKEN), 404, 'topic.unknown');
   });
 });
 

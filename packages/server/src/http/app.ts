@@ -83,7 +83,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
 
   // ---- admin ------------------------------------------------------------------------------------
   app.post('/v1/admin/pins', admin, async (c) => {
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.createPin(ctx, str(body, 'user', 400), { ttlMs: optInt(body, 'expiresInMs'), tries: optInt(body, 'tries') });
     return c.json(r, 201);
   });
@@ -105,6 +105,12 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     ctx.log.info({ user, blobs: r.blobs.length }, 'user deleted by admin');
     return c.json({ deleted: true });
   });
+  app.delete('/v1/admin/topics/:topicId', admin, async (c) => {
+    const topicId = topicParam(c);
+    if (!(await topics.deleteTopic(ctx, topicId))) throw new RendezvousError('topic.unknown');
+    ctx.log.info({ topicId: param(c, 'topicId') }, 'topic deleted by admin');
+    return c.json({ deleted: true });
+  });
   app.get('/v1/admin/status', admin, async (c) =>
     c.json({ server: ctx.name, version: ctx.version, apiVersion: API_VERSION, counts: await ctx.store.counts() }),
   );
@@ -112,7 +118,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
   // ---- registration, devices, sessions ----------------------------------------------------
   app.post('/v1/register', async (c) => {
     ctx.rate.take('register', clientAddress(c));
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.register(ctx, {
       user: str(body, 'user', 400),
       pin: str(body, 'pin', 64),
@@ -124,15 +130,15 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
   app.get('/v1/users/:user', async (c) => c.json(await accounts.identityOf(ctx, param(c, 'user'))));
   app.post('/v1/users/:user/devices', async (c) => {
     ctx.rate.take('register', clientAddress(c));
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.addDevice(ctx, param(c, 'user'), b64(body, 'cert', 1024)), 201);
   });
   app.post('/v1/auth/challenge', async (c) => {
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.challenge(ctx, str(body, 'deviceId', 64)));
   });
   app.post('/v1/auth/session', async (c) => {
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.createSession(ctx, str(body, 'deviceId', 64), b64(body, 'challenge', 32), b64(body, 'signature', 64));
     return c.json(r, 201);
   });
@@ -149,14 +155,14 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
   // ---- key pools and bundles ----------------------------------------------------------------
   app.get('/v1/keys/counts', auth, async (c) => c.json(await accounts.keyCounts(ctx, c.get('caller'))));
   app.post('/v1/prekeys', auth, async (c) => {
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.uploadPrekeys(ctx, c.get('caller'), b64List(body, 'prekeys', LIMITS.prekeysPerUpload)), 201);
   });
   app.post('/v1/devices/:deviceId/prekeys/claim', auth, async (c) =>
     c.json(await accounts.claimPrekey(ctx, c.get('caller'), param(c, 'deviceId'))),
   );
   app.post('/v1/topic-keys', auth, async (c) => {
-    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes);
+    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
     const r = await accounts.uploadTopicKeys(ctx, c.get('caller'), {
       keys: b64List(body, 'keys', LIMITS.topicKeysPerUpload),
       bundles: bundleList(body),
@@ -167,7 +173,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     c.json(await accounts.claimTopicKey(ctx, c.get('caller'), param(c, 'user'))),
   );
   app.post('/v1/bundles', auth, async (c) => {
-    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes);
+    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.sendBundles(ctx, c.get('caller'), bundleList(body)), 201);
   });
   app.get('/v1/bundles', auth, async (c) => {
@@ -175,7 +181,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     return c.json({ bundles: list.map((b) => ({ id: b.id, senderDeviceId: b.senderDeviceId, bundle: toBase64url(b.encoded) })) });
   });
   app.post('/v1/bundles/ack', auth, async (c) => {
-    const body = await readJson(c.req.raw, small);
+    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     return c.json({ deleted: await ctx.store.ackBundles(c.get('caller').deviceId, int(body, 'upTo')) });
   });
 
@@ -188,7 +194,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
   const submit = async (c: HonoContext<Env>, field: string, cap: number) => {
     const caller = c.get('caller');
     ctx.rate.take('write', caller.deviceId);
-    const body = await readJson(c.req.raw, cap);
+    const body = await readJson(c.req.raw, cap, ctx.limits.bodyTimeoutMs);
     const bytes = b64(body, field, cap);
     const sub = topics.submission(ctx, c.req.header('idempotency-key'), c.req.method, c.req.path, bytes);
     return { caller, bytes, sub };

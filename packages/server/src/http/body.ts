@@ -4,8 +4,9 @@
  * that name the field. Byte strings travel as unpadded base64url (RFC 4648 §5).
  */
 import { RendezvousError, fromBase64url } from '@rendezvous/protocol';
+import { LIMITS, readWithin } from '../limits.ts';
 
-export async function readBody(req: Request, maxBytes: number): Promise<Uint8Array> {
+export async function readBody(req: Request, maxBytes: number, timeoutMs: number = LIMITS.bodyTimeoutMs): Promise<Uint8Array> {
   const declared = req.headers.get('content-length');
   if (declared !== null && Number(declared) > maxBytes) {
     throw new RendezvousError('request.too_large', `body larger than ${maxBytes} bytes`);
@@ -14,8 +15,9 @@ export async function readBody(req: Request, maxBytes: number): Promise<Uint8Arr
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await readWithin(reader, Math.max(1, deadline - Date.now()));
     if (done) break;
     total += value.length;
     if (total > maxBytes) {
@@ -35,8 +37,8 @@ export async function readBody(req: Request, maxBytes: number): Promise<Uint8Arr
 
 export type Json = Record<string, unknown>;
 
-export async function readJson(req: Request, maxBytes: number): Promise<Json> {
-  const bytes = await readBody(req, maxBytes);
+export async function readJson(req: Request, maxBytes: number, timeoutMs?: number): Promise<Json> {
+  const bytes = await readBody(req, maxBytes, timeoutMs);
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));

@@ -13,7 +13,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { RendezvousError, toHex } from '@rendezvous/protocol';
+import { RendezvousError, isRendezvousError, toHex } from '@rendezvous/protocol';
+import { LIMITS, readWithin } from '../limits.ts';
 
 /** A received upload, hashed and counted, waiting in the temp directory. */
 export interface StagedBlob {
@@ -30,10 +31,10 @@ export interface BlobStore {
   /**
    * Streams `body` into a temp file, hashing as it goes. More than `maxBytes` bytes fails with
    * `request.too_large` as soon as the cap is crossed (the body is cancelled, nothing kept);
-   * a body that errors (client gone, request timeout) fails with `request.timeout`.
+   * a body that errors (client gone) or sends nothing for `idleMs` fails with `request.timeout`.
    * The caller checks the result, then commits or discards it.
    */
-  stage(topicId: Uint8Array, body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<StagedBlob>;
+  stage(topicId: Uint8Array, body: ReadableStream<Uint8Array> | null, maxBytes: number, idleMs?: number): Promise<StagedBlob>;
   /** The blob's bytes as a stream (pull-based: read from disk as the client takes them), or null. */
   open(topicId: Uint8Array, blobId: Uint8Array): Promise<{ size: number; stream: ReadableStream<Uint8Array> } | null>;
   /** Removes one blob; absent is fine. */
@@ -100,7 +101,7 @@ export class FsBlobStore implements BlobStore {
     return join(this.topicDir(topicId), toHex(blobId));
   }
 
-  async stage(topicId: Uint8Array, body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<StagedBlob> {
+  async stage(topicId: Uint8Array, body: ReadableStream<Uint8Array> | null, maxBytes: number, idleMs = LIMITS.uploadIdleMs): Promise<StagedBlob> {
     const dir = this.topicDir(topicId);
     const tmp = join(this.root, 'tmp', `${toHex(new Uint8Array(randomBytes(16)))}.part`);
     const fh = await open(tmp, 'wx', 0o600);
@@ -110,7 +111,8 @@ export class FsBlobStore implements BlobStore {
     const reader = body?.getReader();
     try {
       while (reader !== undefined) {
-        const { done, value } = await reader.read().catch(() => {
+        const { done, value } = await readWithin(reader, idleMs).catch((e: unknown) => {
+          if (isRendezvousError(e)) throw e;
           // The client went away or the server's request timeout cut it off: not a server fault.
           throw new RendezvousError('request.timeout', 'the upload did not arrive complete');
         });
