@@ -7,26 +7,14 @@ import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ScriptedUser, call, expectError, overHttp } from './helpers.ts';
 import { openSqliteStore } from '../src/storage/sqlite.ts';
+import { BIN, freePort } from './process.ts';
 
-const BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'bin', 'rendezvous.mjs');
 const run = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => res(port));
-    });
-  });
-}
 
 interface Proc {
   child: ChildProcess;
