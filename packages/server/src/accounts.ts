@@ -29,6 +29,7 @@ import {
 import type { Context } from './context.ts';
 import { LIMITS } from './limits.ts';
 import type { DeviceRow, PinRow, SessionRow } from './storage/store.ts';
+import { once, responseJson, type Outcome, type Submission } from './idempotency.ts';
 
 /** The authenticated caller of a device request. */
 export interface Caller {
@@ -264,23 +265,50 @@ export interface TopicKeyUpload {
   bundles: { deviceId: string; bundle: Uint8Array }[];
 }
 
-export async function uploadTopicKeys(ctx: Context, caller: Caller, up: TopicKeyUpload) {
+export async function uploadTopicKeys(ctx: Context, caller: Caller, sub: Submission, up: TopicKeyUpload): Promise<Outcome> {
+  ctx.rate.take('write', caller.deviceId);
   if (up.keys.length === 0 || up.keys.length > LIMITS.topicKeysPerUpload) {
     throw new RendezvousError('request.bad_field', `upload 1–${LIMITS.topicKeysPerUpload} topic keys at a time`);
   }
-  const u = await ctx.store.getUser(caller.user);
-  if (u === null) throw new RendezvousError('user.unknown');
-  const keys = up.keys.map((b) => {
-    const k = decodeTopicKey(b);
-    if (k.user !== caller.user) throw new RendezvousError('crypto.bad_certificate', 'topic key of another user');
-    verifyTopicKey(ctx.crypto, k, u.identityKey);
-    return { keyId: topicKeyId(k), encoded: b };
+  return once(ctx, caller, sub, async () => {
+    const u = await ctx.store.getUser(caller.user);
+    if (u === null) throw new RendezvousError('user.unknown');
+    const keys = up.keys.map((b) => {
+      const k = decodeTopicKey(b);
+      if (k.user !== caller.user) throw new RendezvousError('crypto.bad_certificate', 'topic key of another user');
+      verifyTopicKey(ctx.crypto, k, u.identityKey);
+      return { keyId: topicKeyId(k), encoded: b };
+    });
+    const bundles = await checkBundles(ctx, caller, up.bundles, u.identityKey);
+    return storeKeyUpload(ctx, caller, sub, bundles, { keys, max: LIMITS.topicKeysPerUser }, (r) => ({
+      count: r.topicKeys,
+      lowWater: LIMITS.lowWater.topicKeys,
+    }));
   });
-  const bundles = await checkBundles(ctx, caller, up.bundles, u.identityKey);
-  const count = await ctx.store.addTopicKeys(caller.user, keys, LIMITS.topicKeysPerUser);
-  for (const b of bundles) await ctx.store.addBundle(b.deviceId, caller.deviceId, b.bundle, ctx.now());
+}
+
+/** Topic keys and bundles with the request's idempotency record, in one transaction. */
+async function storeKeyUpload(
+  ctx: Context,
+  caller: Caller,
+  sub: Submission,
+  bundles: TopicKeyUpload['bundles'],
+  topicKeys: { keys: { keyId: string; encoded: Uint8Array }[]; max: number } | undefined,
+  body: (r: { topicKeys: number | null; bundleIds: number[] }) => Record<string, unknown>,
+): Promise<Outcome> {
+  let outcome: Outcome | undefined;
+  const idempotency = { deviceId: caller.deviceId, clientId: sub.clientId, requestHash: sub.requestHash, createdAt: ctx.now() };
+  await ctx.store.addKeyUpload({
+    user: caller.user,
+    senderDeviceId: caller.deviceId,
+    ...(topicKeys === undefined ? {} : { topicKeys }),
+    bundles: bundles.map((b) => ({ recipientDeviceId: b.deviceId, encoded: b.bundle })),
+    idempotency,
+    respond: (r) => responseJson((outcome = { status: 201, body: body(r) })),
+    now: ctx.now(),
+  });
   for (const b of bundles) ctx.events.emit({ kind: 'bundle', deviceId: b.deviceId });
-  return { count, lowWater: LIMITS.lowWater.topicKeys };
+  return outcome!;
 }
 
 async function checkBundles(ctx: Context, caller: Caller, bundles: TopicKeyUpload['bundles'], identityKey: Uint8Array) {
@@ -297,14 +325,14 @@ async function checkBundles(ctx: Context, caller: Caller, bundles: TopicKeyUploa
   return bundles;
 }
 
-export async function sendBundles(ctx: Context, caller: Caller, bundles: TopicKeyUpload['bundles']) {
+export async function sendBundles(ctx: Context, caller: Caller, sub: Submission, bundles: TopicKeyUpload['bundles']): Promise<Outcome> {
   ctx.rate.take('write', caller.deviceId);
-  const u = await ctx.store.getUser(caller.user);
-  if (u === null) throw new RendezvousError('user.unknown');
-  await checkBundles(ctx, caller, bundles, u.identityKey);
-  for (const b of bundles) await ctx.store.addBundle(b.deviceId, caller.deviceId, b.bundle, ctx.now());
-  for (const b of bundles) ctx.events.emit({ kind: 'bundle', deviceId: b.deviceId });
-  return { sent: bundles.length };
+  return once(ctx, caller, sub, async () => {
+    const u = await ctx.store.getUser(caller.user);
+    if (u === null) throw new RendezvousError('user.unknown');
+    await checkBundles(ctx, caller, bundles, u.identityKey);
+    return storeKeyUpload(ctx, caller, sub, bundles, undefined, (r) => ({ sent: r.bundleIds.length }));
+  });
 }
 
 /** Claims one topic key of `target` to add them to a topic; rate-limited per claimer and target. */

@@ -38,8 +38,6 @@ import {
   toHex,
   treeHash,
   treeHashIndexes,
-  utf8,
-  concat,
   inclusionProof,
   inclusionProofIndexes,
   consistencyProof,
@@ -53,54 +51,9 @@ import type { Caller } from './accounts.ts';
 import type { Context } from './context.ts';
 import { removeTopic } from './files.ts';
 import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow } from './storage/store.ts';
+import { idempotencyRow, once, type Outcome, type Submission } from './idempotency.ts';
 
-// ---------------------------------------------------------------------------------------------
-// Idempotency (docs/server.md §Idempotency)
-
-/** A client-chosen id for one submission, scoped to the submitting device. */
-export interface Submission {
-  clientId: string;
-  /** SHA-256 of method, path and body: the same id with anything else is an error. */
-  requestHash: Uint8Array;
-}
-
-/** The result of a submission as the client sees it, and as a retry replays it. */
-export interface Outcome {
-  status: number;
-  body: Record<string, unknown>;
-  replayed?: boolean;
-}
-
-const CLIENT_ID = /^[A-Za-z0-9_-]{8,64}$/;
-
-export function submission(ctx: Context, clientId: string | undefined, method: string, path: string, body: Uint8Array): Submission {
-  if (clientId === undefined || !CLIENT_ID.test(clientId)) {
-    throw new RendezvousError('request.bad_field', 'Idempotency-Key header: expected 8–64 characters of [A-Za-z0-9_-]', {
-      field: 'Idempotency-Key',
-    });
-  }
-  return { clientId, requestHash: ctx.crypto.sha256(concat(utf8(`${method} ${path}\n`), body)) };
-}
-
-/** The stored outcome of an earlier submission with this id, or null if there is none. */
-async function replay(ctx: Context, caller: Caller, sub: Submission): Promise<Outcome | null> {
-  const row = await ctx.store.getIdempotency(caller.deviceId, sub.clientId);
-  if (row === null) return null;
-  if (!equal(row.requestHash, sub.requestHash)) {
-    throw new RendezvousError('request.idempotency_mismatch', `client id ${sub.clientId} was used for a different request`);
-  }
-  return { ...(JSON.parse(row.response) as Outcome), replayed: true };
-}
-
-function idempotencyRow(ctx: Context, caller: Caller, sub: Submission, outcome: Outcome): IdempotencyRow {
-  return {
-    deviceId: caller.deviceId,
-    clientId: sub.clientId,
-    requestHash: sub.requestHash,
-    response: JSON.stringify({ status: outcome.status, body: outcome.body }),
-    createdAt: ctx.now(),
-  };
-}
+export { submission, type Outcome, type Submission } from './idempotency.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Topic cache and per-topic lock
@@ -132,8 +85,6 @@ const CACHE_MAX = 1_000;
 interface TopicRuntime {
   cache: Map<string, LoadedTopic>;
   locks: Map<string, Promise<unknown>>;
-  /** Submissions in progress by device and client id: a concurrent retry waits for the first. */
-  inflight: Map<string, Promise<unknown>>;
 }
 
 const runtimes = new WeakMap<Context, TopicRuntime>();
@@ -141,7 +92,7 @@ const runtimes = new WeakMap<Context, TopicRuntime>();
 function runtime(ctx: Context): TopicRuntime {
   let r = runtimes.get(ctx);
   if (r === undefined) {
-    r = { cache: new Map(), locks: new Map(), inflight: new Map() };
+    r = { cache: new Map(), locks: new Map() };
     runtimes.set(ctx, r);
   }
   return r;
@@ -295,18 +246,11 @@ interface Prepared {
  * commit fails, the cached state is dropped and appends built on it fail with `store.conflict`
  * (the store checks every append's expected size), so nothing is acknowledged that is not stored.
  *
- * A stored outcome for the client id is replayed; a retry that arrives while the first request
- * is still in flight waits for it and then replays its outcome.
+ * Idempotency (replay, concurrent retries) is `once`'s (idempotency.ts).
  */
 async function submit(ctx: Context, caller: Caller, sub: Submission, topicId: Uint8Array, run: () => Promise<Prepared>): Promise<Outcome> {
-  const rt = runtime(ctx);
-  const key = `${caller.deviceId}\u0000${sub.clientId}`;
-  const prior = rt.inflight.get(key);
-  const work = (async () => {
-    if (prior !== undefined) await prior.catch(() => undefined);
+  return once(ctx, caller, sub, async () => {
     const step = await withTopicLock(ctx, toHex(topicId), async () => {
-      const earlier = await replay(ctx, caller, sub);
-      if (earlier !== null) return { outcome: earlier, durable: Promise.resolve() };
       const { outcome, commit } = await run();
       return { outcome, durable: commit(idempotencyRow(ctx, caller, sub, outcome)) };
     });
@@ -314,20 +258,10 @@ async function submit(ctx: Context, caller: Caller, sub: Submission, topicId: Ui
       await step.durable;
     } catch (e) {
       forget(ctx, topicId);
-      if (isRendezvousError(e, 'store.conflict')) {
-        const winner = await replay(ctx, caller, sub);
-        if (winner !== null) return winner;
-      }
       throw e;
     }
     return step.outcome;
-  })();
-  rt.inflight.set(key, work);
-  try {
-    return await work;
-  } finally {
-    if (rt.inflight.get(key) === work) rt.inflight.delete(key);
-  }
+  });
 }
 
 /**

@@ -20,6 +20,7 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { ADMIN_TOKEN, ScriptedUser, call, expectError, inProcess, issuePin, testServer, type TestServer, type Transport } from './helpers.ts';
+import { submit } from './topic-client.ts';
 
 let s: TestServer;
 let t: Transport;
@@ -262,7 +263,7 @@ describe('key pools', () => {
       recipientPrekey: decodeDevicePrekey(fromBase64url(prekey)).prekey,
       content: { topicKeys: [], epochSecrets: [] },
     });
-    const up = await call(t, 'POST', '/v1/topic-keys', { keys, bundles: [{ deviceId: u.devices[1]!.id, bundle: toBase64url(encodeKeyBundle(bundle)) }] }, tok0);
+    const up = await submit(t, '/v1/topic-keys', { keys, bundles: [{ deviceId: u.devices[1]!.id, bundle: toBase64url(encodeKeyBundle(bundle)) }] }, tok0);
     assert.equal(up.status, 201, JSON.stringify(up.body));
     const inbox = await call(t, 'GET', '/v1/bundles', undefined, tok1);
     assert.equal(inbox.body.bundles.length, 1);
@@ -278,10 +279,33 @@ describe('key pools', () => {
     expectError(await call(t, 'POST', `/v1/users/${u.user}/topic-keys/claim`, undefined, otherTok), 409, 'keys.exhausted');
     expectError(await call(t, 'POST', `/v1/users/nobody@alpha.test/topic-keys/claim`, undefined, otherTok), 404, 'user.unknown');
   });
+  it('makes key uploads and bundles idempotent: a retry replays, never stores twice', async () => {
+    const bundle = sealKeyBundle(crypto, (n) => rand(n), {
+      user: u.user,
+      senderDeviceSeed: u.devices[0]!.seed,
+      recipientDevice: crypto.ed25519PublicKey(u.devices[1]!.seed),
+      recipientPrekey: crypto.x25519PublicKey(rand(32)),
+      content: { topicKeys: [], epochSecrets: [] },
+    });
+    const body = { keys: u.topicKeys(2), bundles: [{ deviceId: u.devices[1]!.id, bundle: toBase64url(encodeKeyBundle(bundle)) }] };
+    const before = (await call(t, 'GET', '/v1/bundles', undefined, tok1)).body.bundles.length;
+    const first = await submit(t, '/v1/topic-keys', body, tok0, 'key-upload-retry');
+    const again = await submit(t, '/v1/topic-keys', body, tok0, 'key-upload-retry');
+    assert.equal(first.status, 201, JSON.stringify(first.body));
+    assert.deepEqual(again.body, first.body);
+    assert.equal(again.headers.get('idempotent-replayed'), 'true');
+    assert.equal((await call(t, 'GET', '/v1/bundles', undefined, tok1)).body.bundles.length, before + 1, 'the bundle is stored once');
+    expectError(await submit(t, '/v1/topic-keys', { ...body, keys: u.topicKeys(1) }, tok0, 'key-upload-retry'), 422, 'request.idempotency_mismatch');
+    const sent = await submit(t, '/v1/bundles', { bundles: body.bundles }, tok0, 'bundle-retry-1');
+    const resent = await submit(t, '/v1/bundles', { bundles: body.bundles }, tok0, 'bundle-retry-1');
+    assert.deepEqual(resent.body, sent.body);
+    assert.equal((await call(t, 'GET', '/v1/bundles', undefined, tok1)).body.bundles.length, before + 2);
+    expectError(await call(t, 'POST', '/v1/bundles', { bundles: body.bundles }, tok0), 400, 'request.bad_field');
+  });
   it('refuses topic keys of another identity and bundles to devices of other users', async () => {
-    expectError(await call(t, 'POST', '/v1/topic-keys', { keys: other.topicKeys(1), bundles: [] }, tok0), 400, 'crypto.bad_certificate');
+    expectError(await submit(t, '/v1/topic-keys', { keys: other.topicKeys(1), bundles: [] }, tok0), 400, 'crypto.bad_certificate');
     const forged = new ScriptedUser(u.user, t, () => s.clock.t).topicKeys(1);
-    expectError(await call(t, 'POST', '/v1/topic-keys', { keys: forged, bundles: [] }, tok0), 400, 'crypto.bad_certificate');
+    expectError(await submit(t, '/v1/topic-keys', { keys: forged, bundles: [] }, tok0), 400, 'crypto.bad_certificate');
     const bundle = sealKeyBundle(crypto, (n) => rand(n), {
       user: u.user,
       senderDeviceSeed: u.devices[0]!.seed,
@@ -290,7 +314,7 @@ describe('key pools', () => {
       content: { topicKeys: [], epochSecrets: [] },
     });
     expectError(
-      await call(t, 'POST', '/v1/bundles', { bundles: [{ deviceId: other.devices[0]!.id, bundle: toBase64url(encodeKeyBundle(bundle)) }] }, tok0),
+      await submit(t, '/v1/bundles', { bundles: [{ deviceId: other.devices[0]!.id, bundle: toBase64url(encodeKeyBundle(bundle)) }] }, tok0),
       404,
       'device.unknown',
     );

@@ -36,7 +36,7 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { ScriptedUser, call, expectError, overHttp, type Transport } from './helpers.ts';
-import { ScriptedTopic, newTopicKey, token } from './topic-client.ts';
+import { ScriptedTopic, newTopicKey, token, submit } from './topic-client.ts';
 import { adminPin, cleanup, start, tempDir, type ServerProcess } from './process.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
@@ -244,10 +244,7 @@ describe('a data directory and a log hold no secrets', () => {
     assert.equal(claimed.status, 200, JSON.stringify(claimed.body));
     const aliceKeys = Array.from({ length: 5 }, () => newTopicKey(alice));
     poolKeys.push(...aliceKeys);
-    const up = await call(
-      t,
-      'POST',
-      '/v1/topic-keys',
+    const up = await submit(t, '/v1/topic-keys',
       {
         keys: aliceKeys.map((k) => toBase64url(encodeTopicKey(k.topicKey))),
         bundles: [seal(alice, 0, 1, claimed.body, { topicKeys: aliceKeys, epochSecrets: [] })],
@@ -257,7 +254,7 @@ describe('a data directory and a log hold no secrets', () => {
     assert.equal(up.status, 201, JSON.stringify(up.body));
     const bobKeys = Array.from({ length: 5 }, () => newTopicKey(bob));
     poolKeys.push(...bobKeys);
-    const upBob = await call(t, 'POST', '/v1/topic-keys', { keys: bobKeys.map((k) => toBase64url(encodeTopicKey(k.topicKey))), bundles: [] }, token(bob));
+    const upBob = await submit(t, '/v1/topic-keys', { keys: bobKeys.map((k) => toBase64url(encodeTopicKey(k.topicKey))), bundles: [] }, token(bob));
     assert.equal(upBob.status, 201, JSON.stringify(upBob.body));
 
     // alice's second device takes the bundle, opens it, and acknowledges it.
@@ -308,10 +305,7 @@ describe('a data directory and a log hold no secrets', () => {
     const claimed2 = await call(t, 'POST', `/v1/devices/${alice.devices[1]!.id}/prekeys/claim`, undefined, token(alice, 0));
     assert.equal(claimed2.status, 200, JSON.stringify(claimed2.body));
     const inTopic = { topicKey: topic.state!.members.get(topic.memberId(alice))!.topicKey, secret: topic.keys.get(alice.user)! };
-    const sent = await call(
-      t,
-      'POST',
-      '/v1/bundles',
+    const sent = await submit(t, '/v1/bundles',
       { bundles: [seal(alice, 0, 1, claimed2.body, { topicKeys: [inTopic], epochSecrets: [{ topicId: topic.id, epoch: 1, secret: topic.epochSecret }] })] },
       token(alice, 0),
     );

@@ -15,7 +15,7 @@ import { encodeKeyBundle, fromBase64url, sealKeyBundle, toBase64url } from '@ren
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { startServer, type RunningServer } from '../src/server.ts';
 import { ADMIN_TOKEN, ScriptedUser, call, issuePin, overHttp, type Transport } from './helpers.ts';
-import { ScriptedTopic, token } from './topic-client.ts';
+import { ScriptedTopic, token, submit } from './topic-client.ts';
 
 let server: RunningServer;
 let dir: string;
@@ -295,7 +295,7 @@ describe('WebSocket', () => {
         content: { topicKeys: [], epochSecrets: [] },
       });
       const encoded = toBase64url(encodeKeyBundle(bundle));
-      const r = await call(t, 'POST', '/v1/bundles', { bundles: [{ deviceId: alice.devices[1]!.id, bundle: encoded }] }, token(alice, 0));
+      const r = await submit(t, '/v1/bundles', { bundles: [{ deviceId: alice.devices[1]!.id, bundle: encoded }] }, token(alice, 0));
       assert.equal(r.status, 201, JSON.stringify(r.body));
       const m = await d.until((x) => x.type === 'events' && x.events.some((e: any) => e.kind === 'bundle'));
       assert.ok(

@@ -13,7 +13,7 @@ import { registerFileRoutes } from './files.ts';
 import * as topics from '../topics.ts';
 import { readEvents } from '../events.ts';
 import { LIMITS } from '../limits.ts';
-import { b64, b64List, int, objList, optInt, readJson, str } from './body.ts';
+import { b64, b64List, int, objList, optInt, readJson, readJsonBytes, str } from './body.ts';
 
 export const API_VERSION = 1;
 
@@ -62,6 +62,12 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     ctx.rate.take('admin', 'admin');
     await accounts.checkAdminToken(ctx, bearer(c));
     await next();
+  };
+
+  /** Answers a submission's outcome; a replayed one says so (docs/server.md §Idempotency). */
+  const send = (c: HonoContext<Env>, o: topics.Outcome) => {
+    if (o.replayed) c.header('idempotent-replayed', 'true');
+    return c.json(o.body, o.status as 201);
   };
 
   // ---- discovery and operations -------------------------------------------------------------
@@ -161,20 +167,25 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
   app.post('/v1/devices/:deviceId/prekeys/claim', auth, async (c) =>
     c.json(await accounts.claimPrekey(ctx, c.get('caller'), param(c, 'deviceId'))),
   );
+  // Key uploads and bundles are submissions: Idempotency-Key required, the hash covers the JSON body.
+  const jsonSubmission = async (c: HonoContext<Env>) => {
+    const { json, bytes } = await readJsonBytes(c.req.raw, LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
+    return { body: json, sub: topics.submission(ctx, c.req.header('idempotency-key'), c.req.method, c.req.path, bytes) };
+  };
   app.post('/v1/topic-keys', auth, async (c) => {
-    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
-    const r = await accounts.uploadTopicKeys(ctx, c.get('caller'), {
+    const { body, sub } = await jsonSubmission(c);
+    const r = await accounts.uploadTopicKeys(ctx, c.get('caller'), sub, {
       keys: b64List(body, 'keys', LIMITS.topicKeysPerUpload),
       bundles: bundleList(body),
     });
-    return c.json(r, 201);
+    return send(c, r);
   });
   app.post('/v1/users/:user/topic-keys/claim', auth, async (c) =>
     c.json(await accounts.claimTopicKey(ctx, c.get('caller'), param(c, 'user'))),
   );
   app.post('/v1/bundles', auth, async (c) => {
-    const body = await readJson(c.req.raw, LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
-    return c.json(await accounts.sendBundles(ctx, c.get('caller'), bundleList(body)), 201);
+    const { body, sub } = await jsonSubmission(c);
+    return send(c, await accounts.sendBundles(ctx, c.get('caller'), sub, bundleList(body)));
   });
   app.get('/v1/bundles', auth, async (c) => {
     const list = await ctx.store.listBundles(c.get('caller').deviceId);
@@ -198,10 +209,6 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
     const bytes = b64(body, field, cap);
     const sub = topics.submission(ctx, c.req.header('idempotency-key'), c.req.method, c.req.path, bytes);
     return { caller, bytes, sub };
-  };
-  const send = (c: HonoContext<Env>, o: topics.Outcome) => {
-    if (o.replayed) c.header('idempotent-replayed', 'true');
-    return c.json(o.body, o.status as 201);
   };
   app.post('/v1/topics', auth, async (c) => {
     const { caller, bytes, sub } = await submit(c, 'update', LIMITS.maxBodyBytes);

@@ -38,6 +38,11 @@ export async function readBody(req: Request, maxBytes: number, timeoutMs: number
 export type Json = Record<string, unknown>;
 
 export async function readJson(req: Request, maxBytes: number, timeoutMs?: number): Promise<Json> {
+  return (await readJsonBytes(req, maxBytes, timeoutMs)).json;
+}
+
+/** readJson that also returns the raw bytes (what an idempotency record hashes). */
+export async function readJsonBytes(req: Request, maxBytes: number, timeoutMs?: number): Promise<{ json: Json; bytes: Uint8Array }> {
   const bytes = await readBody(req, maxBytes, timeoutMs);
   let value: unknown;
   try {
@@ -48,7 +53,7 @@ export async function readJson(req: Request, maxBytes: number, timeoutMs?: numbe
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new RendezvousError('request.bad_json', 'body must be a JSON object');
   }
-  return value as Json;
+  return { json: value as Json, bytes };
 }
 
 function bad(field: string, what: string): RendezvousError {

@@ -19,6 +19,7 @@ import type {
   EntryRow,
   EventRow,
   IdempotencyRow,
+  KeyUpload,
   MemberRow,
   PinResult,
   PinRow,
@@ -460,6 +461,26 @@ export class SqliteStore implements Store {
       ).run(recipientDeviceId, senderDeviceId, encoded, now);
       this.insertEvent('bundle', null, null, recipientDeviceId, null, now);
       return Number(r.lastInsertRowid);
+    });
+  }
+
+  async addKeyUpload(u: KeyUpload): Promise<{ topicKeys: number | null; bundleIds: number[] }> {
+    return this.write(() => {
+      let topicKeys: number | null = null;
+      if (u.topicKeys !== undefined) {
+        const insert = this.q('INSERT OR IGNORE INTO topic_keys (user, key_id, encoded) VALUES (?, ?, ?)');
+        for (const k of u.topicKeys.keys) insert.run(u.user, k.keyId, k.encoded);
+        topicKeys = this.countTopicKeysNow(u.user);
+        if (topicKeys > u.topicKeys.max) throw new RendezvousError('keys.too_many', `a user holds at most ${u.topicKeys.max} topic keys`);
+      }
+      const insert = this.q('INSERT INTO bundles (recipient_device_id, sender_device_id, encoded, created_at) VALUES (?, ?, ?, ?)');
+      const bundleIds = u.bundles.map((b) => {
+        const r = insert.run(b.recipientDeviceId, u.senderDeviceId, b.encoded, u.now);
+        this.insertEvent('bundle', null, null, b.recipientDeviceId, null, u.now);
+        return Number(r.lastInsertRowid);
+      });
+      this.insertIdempotency({ ...u.idempotency, response: u.respond({ topicKeys, bundleIds }) });
+      return { topicKeys, bundleIds };
     });
   }
 

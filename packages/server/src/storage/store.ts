@@ -109,6 +109,17 @@ export interface AppendBatch {
   now?: number;
 }
 
+export interface KeyUpload {
+  user: string;
+  senderDeviceId: string;
+  topicKeys?: { keys: { keyId: string; encoded: Uint8Array }[]; max: number };
+  bundles: { recipientDeviceId: string; encoded: Uint8Array }[];
+  /** The record of the request; its response is made from the result inside the transaction. */
+  idempotency: Omit<IdempotencyRow, 'response'>;
+  respond: (result: { topicKeys: number | null; bundleIds: number[] }) => string;
+  now: number;
+}
+
 /** A live-delivery event (server spec §Events). Sequence numbers are global and increasing. */
 export interface EventRow {
   seq: number;
@@ -197,6 +208,14 @@ export interface Store {
   // ---- key bundles (protocol §6.2) ----------------------------------------------------------------
   /** Stores a bundle for a device; returns its id (increasing). Also writes a `bundle` event. */
   addBundle(recipientDeviceId: string, senderDeviceId: string, encoded: Uint8Array, now: number): Promise<number>;
+  /**
+   * A device's key upload, atomically (docs/server.md §Key pools): optional topic keys of the
+   * user (as addTopicKeys, `keys.too_many` above `maxTopicKeys`), bundles for sibling devices
+   * (as addBundle, with their events), and the idempotency record of the request
+   * (`store.conflict` if it exists). Either all of it is stored or none of it: a crash can never
+   * leave topic keys whose secrets never reached the user's other devices.
+   */
+  addKeyUpload(u: KeyUpload): Promise<{ topicKeys: number | null; bundleIds: number[] }>;
   listBundles(recipientDeviceId: string): Promise<{ id: number; senderDeviceId: string; encoded: Uint8Array }[]>;
   /** Deletes bundles of this device with id ≤ upTo (acknowledged); returns the count. */
   ackBundles(recipientDeviceId: string, upTo: number): Promise<number>;

@@ -595,6 +595,51 @@ export function storeConformance(
       });
     });
 
+    describe('key uploads', () => {
+      const alice = 'alice@alpha.example';
+      const upload = (clientId: string, opts: { keys?: number; max?: number; bundles?: number } = {}) => {
+        const { response: _unused, ...idempotency } = idem('a1', clientId);
+        void _unused;
+        return {
+          user: alice,
+          senderDeviceId: 'a1',
+          ...(opts.keys === undefined ? {} : { topicKeys: { keys: topicKeys(0, opts.keys), max: opts.max ?? 10 } }),
+          bundles: Array.from({ length: opts.bundles ?? 1 }, (_, i) => ({ recipientDeviceId: 'a2', encoded: b(0xb0, i) })),
+          idempotency,
+          respond: (r: { topicKeys: number | null; bundleIds: number[] }) => JSON.stringify(r),
+          now: NOW,
+        };
+      };
+
+      it('stores keys, bundles (with their events) and the idempotency record with the response made from the result', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        const before = await s.latestEventSeq();
+        const r = await s.addKeyUpload(upload('up-1', { keys: 3, bundles: 2 }));
+        assert.equal(r.topicKeys, 3);
+        assert.equal(r.bundleIds.length, 2);
+        assert.equal(await s.countTopicKeys(alice), 3);
+        assert.deepEqual((await s.listBundles('a2')).map((x) => x.id), r.bundleIds);
+        assert.equal((await s.eventsSince(before, alice, 'a2', 10)).filter((e) => e.kind === 'bundle').length, 2);
+        assert.deepEqual(JSON.parse((await s.getIdempotency('a1', 'up-1'))!.response), r);
+        const onlyBundles = await s.addKeyUpload(upload('up-2', { bundles: 1 }));
+        assert.equal(onlyBundles.topicKeys, null);
+      });
+
+      it('is all or nothing: a full key pool or a used client id stores nothing', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await rejectsWith(s.addKeyUpload(upload('up-1', { keys: 3, max: 2, bundles: 2 })), 'keys.too_many');
+        assert.equal(await s.countTopicKeys(alice), 0);
+        assert.deepEqual(await s.listBundles('a2'), []);
+        assert.equal(await s.getIdempotency('a1', 'up-1'), null);
+        await s.addKeyUpload(upload('up-2', { keys: 1 }));
+        const seq = await s.latestEventSeq();
+        await rejectsWith(s.addKeyUpload(upload('up-2', { keys: 2, bundles: 3 })), 'store.conflict');
+        assert.equal(await s.countTopicKeys(alice), 1);
+        assert.equal((await s.listBundles('a2')).length, 1);
+        assert.equal(await s.latestEventSeq(), seq, 'no event of the refused upload');
+      });
+    });
+
     describe('idempotency', () => {
       it('put then get; another id or device is null; a second put of the id is store.conflict', async () => {
         await addUser(s, 'alice@alpha.example', 'a1', 'a2');
