@@ -124,7 +124,7 @@ function rateOverrides(v: unknown, known: Record<string, unknown>): ServerConfig
 
 /** Config file `limits`: the few limits an operator may change (docs/server.md §Limits). */
 function limitOverrides(v: unknown): ServerConfig['limits'] {
-  const names = ['maxBlobBytes', 'blobBytesPerUser', 'bodyTimeoutMs', 'uploadIdleMs'] as const;
+  const names = ['maxBlobBytes', 'blobBytesPerUser', 'bodyTimeoutMs', 'uploadIdleMs', 'idempotencyRetentionMs', 'eventRetentionMs'] as const;
   if (v === undefined) return undefined;
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError('config "limits": expected an object');
   const out: Record<string, number> = {};

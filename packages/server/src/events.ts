@@ -31,6 +31,11 @@ export interface EventBatch {
   checkpoints: Record<string, string>;
   /** Pending key bundles of this device, when the batch has a bundle event (acknowledge with POST /v1/bundles/ack). */
   bundles?: { id: number; senderDeviceId: string; bundle: string }[];
+  /**
+   * Set when events after the cursor were already purged (retention): the device must catch up
+   * from its topics (GET /v1/topics, then each topic's entries) and bundles, then go on from `cursor`.
+   */
+  resync?: true;
 }
 
 export async function readEvents(ctx: Context, caller: Caller, after: number, limit = MAX_EVENTS_PER_BATCH): Promise<EventBatch> {
@@ -57,6 +62,11 @@ export async function readEvents(ctx: Context, caller: Caller, after: number, li
     }
   }
   const batch: EventBatch = { events, cursor: rows.length > 0 ? rows[rows.length - 1]!.seq : after, checkpoints };
+  const purged = await ctx.store.eventsPurgedThrough();
+  if (after < purged) {
+    batch.resync = true;
+    batch.cursor = Math.max(batch.cursor, purged);
+  }
   if (hasBundle) {
     batch.bundles = (await ctx.store.listBundles(caller.deviceId)).map((b) => ({
       id: b.id,

@@ -18,6 +18,10 @@ export const LIMITS = {
   bodyTimeoutMs: 60_000,
   /** An upload that sends nothing for this long is cut off (there is no total limit below the server's 1 h). */
   uploadIdleMs: 30_000,
+  /** Idempotency records are kept this long: a retry after that is caught by the message nonce, not replayed. */
+  idempotencyRetentionMs: 7 * 24 * 60 * 60 * 1000,
+  /** Live-delivery events are kept this long; a device whose cursor is older resyncs from the topics. */
+  eventRetentionMs: 30 * 24 * 60 * 60 * 1000,
   /** A signed request (device certificate) must be this fresh (± ms). */
   freshnessMs: 5 * 60 * 1000,
   challengeTtlMs: 2 * 60 * 1000,
@@ -39,7 +43,9 @@ export type Limits = { readonly [K in keyof typeof LIMITS]: (typeof LIMITS)[K] e
  * The limits an operator (config) or a test may change, through `ContextOptions.limits`. Only
  * these: code that reads the others uses LIMITS directly, so overriding them would do nothing.
  */
-export type LimitOverrides = Partial<Pick<Limits, 'maxBlobBytes' | 'blobBytesPerUser' | 'bodyTimeoutMs' | 'uploadIdleMs'>>;
+export type LimitOverrides = Partial<
+  Pick<Limits, 'maxBlobBytes' | 'blobBytesPerUser' | 'bodyTimeoutMs' | 'uploadIdleMs' | 'idempotencyRetentionMs' | 'eventRetentionMs'>
+>;
 
 /** name → [tokens per window, window ms] */
 export const RATES = {

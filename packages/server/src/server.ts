@@ -15,6 +15,7 @@ import { nodeCrypto } from '@rendezvous/protocol/crypto/node';
 import { createContext, type Context, type ContextOptions } from './context.ts';
 import { createApp } from './http/app.ts';
 import { attachWebSocket } from './http/ws.ts';
+import { startJanitor } from './janitor.ts';
 import { openSqliteStore } from './storage/sqlite.ts';
 import { openFsBlobStore } from './storage/blobs.ts';
 import type { Store } from './storage/store.ts';
@@ -130,6 +131,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   );
   http.maxHeadersCount = 100;
   const live = attachWebSocket(http, ctx);
+  const stopJanitor = startJanitor(ctx);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());
@@ -146,6 +148,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     close() {
       closing ??= (async () => {
         ready = false;
+        stopJanitor();
         await live.close();
         // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.
         const done = new Promise<void>((resolve) => http.close(() => resolve()));

@@ -107,7 +107,7 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
           again = false;
           for (;;) {
             const batch = await readEvents(ctx, caller, cursor);
-            if (closed || batch.events.length === 0) break;
+            if (closed || (batch.events.length === 0 && batch.resync === undefined)) break;
             await new Promise<void>((resolve, reject) => ws.send(JSON.stringify({ type: 'events', ...batch }), (e) => (e ? reject(e) : resolve())));
             cursor = batch.cursor;
           }

@@ -201,6 +201,16 @@ CREATE INDEX blobs_by_user ON blobs (user, size);
 CREATE INDEX events_membership_by_topic ON events (topic_id) WHERE kind = 'membership';
 `,
   },
+  {
+    version: 3,
+    name: 'retention',
+    sql: `
+-- Store.purgeExpired deletes by these.
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+CREATE INDEX idempotency_by_age ON idempotency (created_at);
+CREATE INDEX events_by_age ON events (created_at);
+`,
+  },
 ];
 
 /** The schema version this code writes and understands. */

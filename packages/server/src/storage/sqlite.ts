@@ -682,6 +682,32 @@ export class SqliteStore implements Store {
     }));
   }
 
+  async eventsPurgedThrough(): Promise<number> {
+    return Number((await this.getMeta('events_purged_through')) ?? 0);
+  }
+
+  async purgeExpired(
+    now: number,
+    cutoffs: { idempotencyBefore: number; eventsBefore: number },
+  ): Promise<{ sessions: number; challenges: number; idempotency: number; events: number }> {
+    return this.write(() => {
+      const sessions = this.q('DELETE FROM sessions WHERE expires_at <= ?').run(now).changes;
+      const challenges = this.q('DELETE FROM challenges WHERE expires_at <= ?').run(now).changes;
+      const idempotency = this.q('DELETE FROM idempotency WHERE created_at < ?').run(cutoffs.idempotencyBefore).changes;
+      // Purge by sequence number, so what is left is always a suffix of the stream.
+      const top = (this.q('SELECT max(seq) AS s FROM events WHERE created_at < ?').get(cutoffs.eventsBefore) as { s: number | null }).s;
+      let events = 0;
+      if (top !== null) {
+        events = this.q('DELETE FROM events WHERE seq <= ?').run(top).changes;
+        const was = Number((this.q("SELECT value FROM meta WHERE key = 'events_purged_through'").get() as { value: string } | undefined)?.value ?? 0);
+        this.q("INSERT INTO meta (key, value) VALUES ('events_purged_through', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(
+          String(Math.max(was, top)),
+        );
+      }
+      return { sessions, challenges, idempotency, events };
+    });
+  }
+
   async latestEventSeq(): Promise<number> {
     // The AUTOINCREMENT high-water mark rather than max(seq): deleting a removed device's
     // events must not move the latest sequence number backwards.

@@ -254,6 +254,19 @@ export interface Store {
    */
   eventsSince(cursor: number, user: string, deviceId: string, limit: number): Promise<EventRow[]>;
   latestEventSeq(): Promise<number>;
+  /** The highest event seq ever purged (0 if none): a cursor below it has missed events. */
+  eventsPurgedThrough(): Promise<number>;
+
+  // ---- retention ---------------------------------------------------------------------------------
+  /**
+   * Deletes what has expired (docs/server.md §Retention): sessions and challenges past their
+   * expiry at `now`, idempotency records created before `idempotencyBefore`, and events created
+   * before `eventsBefore` (raising eventsPurgedThrough). Returns how many rows of each went.
+   */
+  purgeExpired(
+    now: number,
+    cutoffs: { idempotencyBefore: number; eventsBefore: number },
+  ): Promise<{ sessions: number; challenges: number; idempotency: number; events: number }>;
 
   // ---- operations --------------------------------------------------------------------------------
   counts(): Promise<{ users: number; devices: number; topics: number; entries: number; pins: number }>;

@@ -595,6 +595,45 @@ export function storeConformance(
       });
     });
 
+    describe('retention', () => {
+      const alice = 'alice@alpha.example';
+
+      it('purgeExpired deletes expired sessions and challenges, old idempotency records and old events, and nothing else', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await s.createSession({ tokenHash: fill(32, 1), deviceId: 'a1', user: alice, createdAt: NOW, expiresAt: NOW + 10 });
+        await s.createSession({ tokenHash: fill(32, 2), deviceId: 'a1', user: alice, createdAt: NOW, expiresAt: NOW + HOUR });
+        await s.putChallenge(fill(32, 3), 'a1', NOW + 10);
+        await s.putChallenge(fill(32, 4), 'a1', NOW + HOUR);
+        await s.putIdempotency({ ...idem('a1', 'old'), createdAt: NOW });
+        await s.putIdempotency({ ...idem('a1', 'new'), createdAt: NOW + 100 });
+        await s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, { ...batch(T1, 0, 1, { members: [admin(0, alice)] }), now: NOW });
+        const bid = await s.addBundle('a2', 'a1', b(1), NOW);
+        await s.append(T1, { ...batch(T1, 1, 1), now: NOW + 100 });
+        assert.equal(await s.eventsPurgedThrough(), 0);
+        const all = await s.eventsSince(0, alice, 'a2', 100);
+        const r = await s.purgeExpired(NOW + 50, { idempotencyBefore: NOW + 50, eventsBefore: NOW + 50 });
+        assert.deepEqual(r, { sessions: 1, challenges: 1, idempotency: 1, events: all.filter((e) => e.createdAt < NOW + 50).length });
+        assert.equal(await s.getSession(fill(32, 1), NOW), null);
+        assert.notEqual(await s.getSession(fill(32, 2), NOW), null);
+        assert.equal(await s.takeChallenge(fill(32, 3), 'a1', NOW), false);
+        assert.equal(await s.takeChallenge(fill(32, 4), 'a1', NOW), true);
+        assert.equal(await s.getIdempotency('a1', 'old'), null);
+        assert.notEqual(await s.getIdempotency('a1', 'new'), null);
+        // What is left of the stream is a suffix; the purge horizon says where it starts.
+        const left = await s.eventsSince(0, alice, 'a2', 100);
+        const horizon = await s.eventsPurgedThrough();
+        assert.ok(left.length > 0 && left.every((e) => e.seq > horizon), 'the remaining events all lie after the horizon');
+        assert.deepEqual(left, all.filter((e) => e.seq > horizon));
+        // Data itself is untouched.
+        assert.equal((await s.getEntries(T1, 0, 10)).length, 2);
+        assert.deepEqual((await s.listBundles('a2')).map((x) => x.id), [bid]);
+        assert.equal((await s.listDevices(alice)).length, 2);
+        // A second purge with an older cutoff never lowers the horizon.
+        await s.purgeExpired(NOW, { idempotencyBefore: 0, eventsBefore: 0 });
+        assert.equal(await s.eventsPurgedThrough(), horizon);
+      });
+    });
+
     describe('key uploads', () => {
       const alice = 'alice@alpha.example';
       const upload = (clientId: string, opts: { keys?: number; max?: number; bundles?: number } = {}) => {
