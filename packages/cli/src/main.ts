@@ -11,7 +11,7 @@ import { resolve } from 'node:path';
 import type { ServerConfig } from '@rendezvous/server';
 
 const USAGE = `usage:
-  rendezvous serve [--data DIR] [--host H] [--port N] [--name SERVER_NAME] [--config FILE] [--log-level LEVEL]
+  rendezvous serve [--data DIR] [--host H] [--port N] [--name SERVER_NAME] [--config FILE] [--log-level LEVEL] [--trust-proxy]
   rendezvous admin pin <user> [--expires 7d] [--tries 3]     issue a registration pin
   rendezvous admin pins                                       list pins
   rendezvous admin revoke-pin <id>                            revoke a pin
@@ -66,6 +66,7 @@ async function serve(args: string[]): Promise<number> {
       name: { type: 'string' },
       config: { type: 'string' },
       'log-level': { type: 'string' },
+      'trust-proxy': { type: 'boolean' },
     },
     strict: true,
   });
@@ -85,6 +86,7 @@ async function serve(args: string[]): Promise<number> {
     adminToken: env.RENDEZVOUS_ADMIN_TOKEN,
     serverKey: env.RENDEZVOUS_SERVER_KEY,
     logLevel: pick(values['log-level'], 'RENDEZVOUS_LOG_LEVEL', 'logLevel', 'info'),
+    trustProxy: pick(values['trust-proxy'] ? 'true' : undefined, 'RENDEZVOUS_TRUST_PROXY', 'trustProxy', 'false') === 'true',
     rates: rateOverrides(file.rates, RATES),
     limits: limitOverrides(file.limits),
     announce: (line) => process.stdout.write(line + '\n'),

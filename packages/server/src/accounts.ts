@@ -83,7 +83,7 @@ export async function createPin(ctx: Context, user: string, opts: { ttlMs?: numb
   if (!Number.isInteger(ttlMs) || ttlMs < 60_000 || ttlMs > 365 * 86_400_000) {
     throw new RendezvousError('request.bad_field', 'expiry must be between 1 minute and 1 year');
   }
-  if (await ctx.store.getUser(user)) throw new RendezvousError('user.exists');
+  if (await ctx.store.nameTaken(user)) throw new RendezvousError('user.exists', `${user} is registered or belonged to a deleted account (names are not reused)`);
   const pin = newPin(ctx);
   const row: PinRow = {
     id: toBase64url(ctx.random(9)),

@@ -74,6 +74,17 @@ describe('admin', () => {
     assert.equal(r.body.server, 'alpha.test');
     assert.equal(typeof r.body.counts.users, 'number');
   });
+  it('deletes a user: sessions die, the name is gone and never issued again', async () => {
+    const u = new ScriptedUser('doomed@alpha.test', t, () => s.clock.t);
+    assert.equal((await u.register(await issuePin(t, u.user))).status, 201);
+    const tok = await u.login(0);
+    expectError(await call(t, 'DELETE', `/v1/admin/users/${u.user}`, undefined, tok), 401, 'auth.invalid_token');
+    assert.equal((await call(t, 'DELETE', `/v1/admin/users/${u.user}`, undefined, ADMIN_TOKEN)).status, 200);
+    expectError(await call(t, 'GET', '/v1/devices', undefined, tok), 401, 'auth.invalid_token');
+    expectError(await call(t, 'GET', `/v1/users/${u.user}`), 404, 'user.unknown');
+    expectError(await call(t, 'POST', '/v1/admin/pins', { user: u.user }, ADMIN_TOKEN), 409, 'user.exists');
+    expectError(await call(t, 'DELETE', `/v1/admin/users/${u.user}`, undefined, ADMIN_TOKEN), 404, 'user.unknown');
+  });
 });
 
 describe('registration', () => {

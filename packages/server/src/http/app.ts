@@ -26,7 +26,7 @@ function bearer(c: HonoContext): string | undefined {
   return m?.[1];
 }
 
-export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) {
+export function createApp(ctx: Context, opts: { isReady?: () => boolean; trustProxy?: boolean } = {}) {
   const app = new Hono<Env>();
   const small = LIMITS.maxSmallBodyBytes;
 
@@ -123,7 +123,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
 
   // ---- registration, devices, sessions ----------------------------------------------------
   app.post('/v1/register', async (c) => {
-    ctx.rate.take('register', clientAddress(c));
+    ctx.rate.take('register', clientAddress(c, opts.trustProxy ?? false));
     const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.register(ctx, {
       user: str(body, 'user', 400),
@@ -135,7 +135,7 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean } = {}) 
   });
   app.get('/v1/users/:user', async (c) => c.json(await accounts.identityOf(ctx, param(c, 'user'))));
   app.post('/v1/users/:user/devices', async (c) => {
-    ctx.rate.take('register', clientAddress(c));
+    ctx.rate.take('register', clientAddress(c, opts.trustProxy ?? false));
     const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.addDevice(ctx, param(c, 'user'), b64(body, 'cert', 1024)), 201);
   });
@@ -281,10 +281,18 @@ function bundleList(body: Record<string, unknown>) {
 }
 
 /**
- * The peer address for per-client rate limits: the socket's address from the node adapter
- * (never a client-supplied header); 'local' for in-process requests.
+ * The client address for per-client rate limits: the socket's peer address from the node
+ * adapter ('local' for in-process requests). Behind a reverse proxy every peer is the proxy, so
+ * with `trustProxy` a loopback peer's X-Forwarded-For is used instead: its last entry, the one
+ * the proxy appended (anything before it is whatever the client claimed). Never trusted from a
+ * non-loopback peer, or anyone could pick their own rate-limit bucket.
  */
-function clientAddress(c: HonoContext): string {
+export function clientAddress(c: HonoContext, trustProxy: boolean): string {
   const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
-  return env?.incoming?.socket?.remoteAddress ?? 'local';
+  const peer = env?.incoming?.socket?.remoteAddress ?? 'local';
+  if (!trustProxy || !LOOPBACK.has(peer)) return peer;
+  const forwarded = c.req.header('x-forwarded-for')?.split(',').at(-1)?.trim();
+  return forwarded === undefined || forwarded === '' ? peer : forwarded;
 }
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);

@@ -203,12 +203,17 @@ CREATE INDEX events_membership_by_topic ON events (topic_id) WHERE kind = 'membe
   },
   {
     version: 3,
-    name: 'retention',
+    name: 'retention; removed user names',
     sql: `
 -- Store.purgeExpired deletes by these.
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 CREATE INDEX idempotency_by_age ON idempotency (created_at);
 CREATE INDEX events_by_age ON events (created_at);
+-- Names of deleted users: never registered again, or the newcomer would inherit the old
+-- account's memberships (topic_members names users, not identity keys) and contacts.
+CREATE TABLE removed_users (
+  user TEXT PRIMARY KEY
+) STRICT, WITHOUT ROWID;
 `,
   },
 ];

@@ -267,7 +267,7 @@ export class SqliteStore implements Store {
   async registerWithPin(user: UserRow, device: DeviceRow, pinHash: Uint8Array, now: number): Promise<PinResult> {
     if (device.user !== user.user) throw new Error('registerWithPin: the first device must belong to the new user');
     return this.write((): PinResult => {
-      if (this.q('SELECT 1 FROM users WHERE user = ?').get(user.user) !== undefined) return 'user_exists';
+      if (this.nameTakenNow(user.user)) return 'user_exists';
       const pins = this.q('SELECT id, pin_hash FROM pins WHERE user = ? AND expires_at > ? AND tries_left > 0').all(
         user.user,
         now,
@@ -291,6 +291,17 @@ export class SqliteStore implements Store {
 
   // ---- users and devices ----------------------------------------------------------------------
 
+  private nameTakenNow(user: string): boolean {
+    return (
+      this.q('SELECT 1 FROM users WHERE user = ?').get(user) !== undefined ||
+      this.q('SELECT 1 FROM removed_users WHERE user = ?').get(user) !== undefined
+    );
+  }
+
+  async nameTaken(user: string): Promise<boolean> {
+    return this.nameTakenNow(user);
+  }
+
   async getUser(user: string): Promise<UserRow | null> {
     const r = this.q('SELECT * FROM users WHERE user = ?').get(user) as UserDb | undefined;
     return r === undefined ? null : userRow(r);
@@ -313,6 +324,7 @@ export class SqliteStore implements Store {
       this.q('DELETE FROM pins WHERE user = ?').run(user);
       // Topic keys go by ON DELETE CASCADE; topic_members deliberately have no link to users.
       this.q('DELETE FROM users WHERE user = ?').run(user);
+      this.q('INSERT OR IGNORE INTO removed_users (user) VALUES (?)').run(user);
       // Blob rows have no foreign key to users: returned so the caller can delete the files.
       const blobs = this.q('DELETE FROM blobs WHERE user = ? RETURNING topic_id, blob_id').all(user) as Pick<BlobDb, 'topic_id' | 'blob_id'>[];
       return { deleted: true, blobs: blobs.map((r) => ({ topicId: u8(r.topic_id), blobId: u8(r.blob_id) })) };

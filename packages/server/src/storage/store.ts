@@ -159,11 +159,14 @@ export interface Store {
 
   // ---- users and devices ----------------------------------------------------------------------
   getUser(user: string): Promise<UserRow | null>;
+  /** Whether the name is registered or belonged to a deleted user (names are never reused). */
+  nameTaken(user: string): Promise<boolean>;
   listUsers(): Promise<UserRow[]>;
   /**
    * Deletes the user and everything of theirs: devices, sessions, prekeys, topic keys, bundles
    * to or from their devices, idempotency records, pins for the name. Their memberships in
-   * topics stay in the topic logs (only an update can remove a member). Returns false if none.
+   * topics stay in the topic logs (only an update can remove a member), so the name is never
+   * registered again (`nameTaken`, registerWithPin 'user_exists'). Returns false if none.
    * The rows of the blobs they uploaded are deleted too and returned, for the caller to delete
    * the files from the blob store.
    */

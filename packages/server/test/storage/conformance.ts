@@ -404,13 +404,12 @@ export function storeConformance(
         assert.deepEqual(await s.getTopic(T1), topicBefore);
         assert.deepEqual(await s.getEntries(T1, 0, 100), entriesBefore);
         assert.deepEqual(await s.getMembers(T1), [admin(0, alice), participant(1, bob)]);
-        // Device ids are remembered; the name itself can be registered again.
+        // Device ids and the name are remembered: neither is ever registered again.
         await rejectsWith(s.addDevice(deviceRow('a1', bob)), 'device.exists');
         assert.deepEqual(await s.deleteUser(alice), { deleted: false, blobs: [] });
         await s.createPin(pinRow('new', alice, 'x'));
-        await rejectsWith(s.registerWithPin(userRow(alice), deviceRow('a1', alice), pinHashOf('x'), NOW), 'device.exists');
-        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a3', alice), pinHashOf('x'), NOW), 'ok');
-        assert.deepEqual((await s.listDevices(alice)).map((d) => d.deviceId), ['a3']);
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a3', alice), pinHashOf('x'), NOW), 'user_exists');
+        assert.deepEqual(await s.listDevices(alice), []);
       });
 
       it('deleteUser of an unknown user returns false and touches nothing', async () => {
@@ -592,6 +591,21 @@ export function storeConformance(
         assert.ok(ev[0]!.seq > before, 'ev[0]!.seq > before');
         assert.equal(await s.latestEventSeq(), ev[0]!.seq);
         assert.deepEqual(await s.eventsSince(before, alice, 'a1', 100), []);
+      });
+    });
+
+    describe('deleted user names', () => {
+      it('are never registered again', async () => {
+        const alice = 'alice@alpha.example';
+        assert.equal(await s.nameTaken(alice), false);
+        await addUser(s, alice, 'a1');
+        assert.equal(await s.nameTaken(alice), true);
+        assert.equal((await s.deleteUser(alice)).deleted, true);
+        assert.equal(await s.getUser(alice), null);
+        assert.equal(await s.nameTaken(alice), true);
+        await s.createPin(pinRow('again', alice, 'secret-again'));
+        assert.equal(await s.registerWithPin(userRow(alice), deviceRow('a9', alice), pinHashOf('secret-again'), NOW), 'user_exists');
+        assert.equal(await s.getUser(alice), null);
       });
     });
 
