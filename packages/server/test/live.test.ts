@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { encodeKeyBundle, fromBase64url, sealKeyBundle, toBase64url } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { startServer, type RunningServer } from '../src/server.ts';
-import { ADMIN_TOKEN, ScriptedUser, call, issuePin, overHttp, type Transport } from './helpers.ts';
+import { ADMIN_TOKEN, ScriptedUser, call, expectError, issuePin, overHttp, type Transport } from './helpers.ts';
 import { ScriptedTopic, token, submit } from './topic-client.ts';
 
 let server: RunningServer;
@@ -192,6 +192,28 @@ describe('events over HTTP', () => {
       cursor = p.body.cursor;
     }
     assert.deepEqual(paged, r.body.events);
+  });
+});
+
+describe('events: errors and metrics', () => {
+  it('refuses a bad cursor and unauthenticated reads', async () => {
+    expectError(await call(t, 'GET', '/v1/events?after=-1', undefined, token(alice)), 400, 'request.bad_field');
+    expectError(await call(t, 'GET', '/v1/events?after=x', undefined, token(alice)), 400, 'request.bad_field');
+    expectError(await call(t, 'GET', '/v1/events'), 401, 'auth.required');
+  });
+
+  it('counts appends and connected devices in /metrics', async () => {
+    const topic = await createTopic([[alice, 'admin']]);
+    await post(topic, alice, 'counted');
+    const d = await Device.open(alice);
+    try {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+      assert.ok(value('rendezvous_log_appends_total') >= 2, 'appends counted');
+      assert.ok(value('rendezvous_connected_devices') >= 1, 'the open socket is counted');
+    } finally {
+      d.close();
+    }
   });
 });
 
