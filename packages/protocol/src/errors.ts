@@ -55,6 +55,9 @@ export const ERROR_CODES = {
   'topic.bad_backward_link': { status: 400, text: 'backward link is missing, unexpected or invalid' },
   'topic.replay': { status: 409, text: 'message was already posted' },
 
+  // Clients (docs/client.md): what a member's device detects
+  'identity.changed': { status: 409, text: "a user's identity key differs from the one pinned: compare safety numbers" },
+
   // Server API (docs/server.md): authentication, requests, resources, limits
   'auth.required': { status: 401, text: 'authentication required' },
   'auth.invalid_token': { status: 401, text: 'session token is unknown, expired or revoked' },

@@ -1,0 +1,346 @@
+/**
+ * The client's verifying mirror of one topic log (docs/client.md §Verification).
+ *
+ * The server is not trusted. A member's device holds every entry of the topic's log from
+ * index 0 and checks each one as it arrives, in order, with the protocol core:
+ *
+ * - the log's shape with the LogMonitor (protocol §11.3): `log.gap`, `log.fork`,
+ *   `log.replay`, `log.reorder`;
+ * - every update with the state machine (protocol §7.5), with the identity keys of new members
+ *   checked against the keys this device has pinned (`identity.changed`);
+ * - every message with checkMessage (protocol §8.4) against the mirror's own log: the sender
+ *   signed the root of the log it saw at `head_size`, so a server that showed the sender another
+ *   history fails here (`crypto.bad_signature`);
+ * - every checkpoint the server signs (protocol §10–§11): signature by the pinned host key,
+ *   never smaller than one seen before (`log.rollback`), and the root equal to the mirror's own
+ *   root at that size (`log.fork`). Holding the whole log, the mirror needs no proofs from the
+ *   server: it recomputes every root itself.
+ *
+ * A message that breaks a rule (an observer's post a server let through, a replayed nonce) is
+ * a leaf of the log all the same, so the mirror keeps its hash, marks the entry `rejected` with
+ * the code, and never shows its content. An update that breaks a rule halts the mirror: the
+ * state after it is unknown, so nothing after it can be checked (`halted`).
+ *
+ * Pure: no I/O, no clock; crypto and randomness are injected.
+ */
+import {
+  LogMonitor,
+  MemoryLog,
+  RendezvousError,
+  applyUpdate,
+  checkMessage,
+  decodeLogEntry,
+  decodeMessage,
+  decodeTopicUpdate,
+  epochPrk,
+  equal,
+  isRendezvousError,
+  openBackwardLink,
+  openKeyShare,
+  openMessage,
+  toHex,
+  topicKeyId,
+  verifyCheckpoint,
+  type Checkpoint,
+  type CryptoProvider,
+  type ErrorCode,
+  type Member,
+  type Message,
+  type MessageContent,
+  type TopicKeySecret,
+  type TopicState,
+  type TopicUpdate,
+} from '@rendezvous/protocol';
+
+/** Identity keys this device trusts, by user (pinned on first contact, docs/client.md §Contacts). */
+export interface IdentityPins {
+  /** Pins `identityKey` for `user` if unknown; throws `identity.changed` if another key is pinned. */
+  check(user: string, identityKey: Uint8Array): void;
+}
+
+/** Topic-key secrets this user's devices hold, by topic signature key id (protocol topicKeyId). */
+export type TopicKeyLookup = (keyId: string) => TopicKeySecret | undefined;
+
+export type MirrorEntry =
+  | { index: number; type: 'update'; timestamp: number; update: TopicUpdate }
+  | {
+      index: number;
+      type: 'message';
+      timestamp: number;
+      message: Message;
+      /** The sending member (user, role) at the message's position. */
+      sender: Member | null;
+      /** Set when the message broke a rule: never shown, only reported. */
+      rejected: ErrorCode | null;
+    };
+
+/** What a mirror persists: the log itself and what cannot be derived from it. */
+export interface MirrorSnapshot {
+  topicId: Uint8Array;
+  hostKey: Uint8Array;
+  entries: Uint8Array[];
+  rejected: { index: number; code: ErrorCode }[];
+  epochSecrets: { epoch: number; secret: Uint8Array }[];
+  checkpoint: Checkpoint | null;
+}
+
+export interface Alarm {
+  index: number | null;
+  code: ErrorCode;
+  message: string;
+}
+
+export class TopicMirror {
+  readonly log: MemoryLog;
+  private readonly monitor: LogMonitor;
+  private readonly entries: MirrorEntry[] = [];
+  /** The encoded entries, as received (what a snapshot keeps). */
+  private readonly monitorEntries: Uint8Array[] = [];
+  private readonly nonces = new Set<string>();
+  private readonly epochSecrets = new Map<number, Uint8Array>();
+  /** Backward link of each epoch that has one (sealed under that epoch's secret). */
+  private readonly links = new Map<number, Uint8Array>();
+  private _state: TopicState | null = null;
+  private _epochStartSize = 0;
+  private _checkpoint: Checkpoint | null = null;
+  /** The largest checkpoint seen that the mirror could not yet compare (entries missing). */
+  private pendingCheckpoint: Checkpoint | null = null;
+  private _halted: RendezvousError | null = null;
+  /** Rule breaks the server let through (rejected messages); halts are thrown, not listed here. */
+  readonly alarms: Alarm[] = [];
+
+  constructor(
+    private readonly crypto: CryptoProvider,
+    readonly topicId: Uint8Array,
+    /** The pinned public key of the topic's host server (checkpoints are signed by it). */
+    private readonly hostKey: Uint8Array,
+    private readonly pins: IdentityPins,
+    private readonly myKeys: TopicKeyLookup,
+  ) {
+    this.log = new MemoryLog(crypto);
+    this.monitor = new LogMonitor(crypto);
+  }
+
+  get size(): number {
+    return this.log.size;
+  }
+  get state(): TopicState | null {
+    return this._state;
+  }
+  get epochStartSize(): number {
+    return this._epochStartSize;
+  }
+  /** The newest checkpoint verified against the mirror's own log. */
+  get checkpoint(): Checkpoint | null {
+    return this._checkpoint;
+  }
+  get halted(): RendezvousError | null {
+    return this._halted;
+  }
+  root(size = this.log.size): Uint8Array {
+    return this.log.root(size);
+  }
+  entry(index: number): MirrorEntry | undefined {
+    return this.entries[index];
+  }
+  /** The member this device's user is, if any (by the topic key secrets it holds). */
+  me(): Member | undefined {
+    if (this._state === null) return undefined;
+    for (const m of this._state.members.values()) if (this.myKeys(topicKeyId(m.topicKey)) !== undefined) return m;
+    return undefined;
+  }
+  epochSecret(epoch: number): Uint8Array | undefined {
+    return this.epochSecrets.get(epoch);
+  }
+
+  /**
+   * Takes the entry at `index` (encoded LogEntry). Returns it once accepted, or null for a
+   * harmless redelivery of an entry already held. Throws on a log-shape error or an invalid
+   * update (the mirror then stays halted); an invalid message is accepted as `rejected`.
+   */
+  accept(index: number, bytes: Uint8Array): MirrorEntry | null {
+    if (this._halted !== null) throw this._halted;
+    // Shape first (protocol §11.3): a rejected entry changes nothing.
+    const shape = this.monitor.append(index, bytes);
+    if (!shape.appended) return null;
+    const e = decodeLogEntry(bytes);
+    try {
+      const out = e.type === 'update' ? this.acceptUpdate(index, e.timestamp, e.body) : this.acceptMessage(index, e.timestamp, e.body);
+      this.log.appendLeafHash(shape.leafHash);
+      this.entries.push(out);
+      this.monitorEntries.push(bytes);
+      if (this.pendingCheckpoint !== null && this.pendingCheckpoint.size === this.log.size) {
+        const cp = this.pendingCheckpoint;
+        this.pendingCheckpoint = null;
+        this.compareCheckpoint(cp);
+      }
+      return out;
+    } catch (err) {
+      // The monitor already holds the leaf; the mirror cannot go on without the entry.
+      throw this.halt(err);
+    }
+  }
+
+  private halt(err: unknown): RendezvousError {
+    const e = isRendezvousError(err) ? err : new RendezvousError('encoding.bad_value', String(err));
+    this._halted = e;
+    return e;
+  }
+
+  private acceptUpdate(index: number, timestamp: number, body: Uint8Array): MirrorEntry {
+    const u = decodeTopicUpdate(body);
+    if (!equal(u.topicId, this.topicId)) throw new RendezvousError('topic.wrong_topic', `entry ${index} is an update of another topic`);
+    if (index === 0 && u.action.type !== 'create') throw new RendezvousError('topic.unknown', 'the log does not start with a create');
+    const before = this._state;
+    const state = applyUpdate(this.crypto, before, u, { checkIdentity: (user, key) => this.pins.check(user, key) });
+    this._state = state;
+    if (u.commitment !== null) {
+      this._epochStartSize = index + 1;
+      if (u.backwardLink !== null) this.links.set(u.epoch, u.backwardLink);
+    }
+    this.learnFromShares(u, state);
+    return { index, type: 'update', timestamp, update: u };
+  }
+
+  /** Opens this user's key share in `u`, if any, then follows backward links (protocol §7.2–§7.3). */
+  private learnFromShares(u: TopicUpdate, state: TopicState): void {
+    for (const share of u.shares) {
+      const member = state.members.get(share.memberId);
+      if (member === undefined) continue;
+      const secret = this.myKeys(topicKeyId(member.topicKey));
+      if (secret === undefined) continue;
+      const commitment = state.commitments[u.epoch];
+      if (commitment === undefined) throw new RendezvousError('topic.bad_epoch', 'no commitment for the epoch of a key share');
+      const epochSecret = openKeyShare(this.crypto, this.topicId, u.epoch, share, secret.encryptionSecret, commitment);
+      this.learnEpoch(u.epoch, epochSecret, state);
+    }
+  }
+
+  private learnEpoch(epoch: number, secret: Uint8Array, state: TopicState): void {
+    this.epochSecrets.set(epoch, secret);
+    // A shared history walks back through the links; a hidden one has none before the join.
+    for (let e = epoch; e > 0 && !this.epochSecrets.has(e - 1); e--) {
+      const link = this.links.get(e);
+      const prevCommitment = state.commitments[e - 1];
+      if (link === undefined || prevCommitment === undefined) break;
+      this.epochSecrets.set(e - 1, openBackwardLink(this.crypto, this.topicId, e, this.epochSecrets.get(e)!, link, prevCommitment));
+    }
+  }
+
+  private acceptMessage(index: number, timestamp: number, body: Uint8Array): MirrorEntry {
+    if (this._state === null) throw new RendezvousError('topic.unknown', 'a message before the create');
+    const m = decodeMessage(body);
+    const sender = this._state.members.get(m.sender) ?? null;
+    try {
+      checkMessage(this.crypto, this._state, this.topicId, m, {
+        logSize: this.log.size,
+        epochStartSize: this._epochStartSize,
+        rootAt: (s) => this.log.root(s),
+        seen: (nonce) => this.nonces.has(toHex(nonce)),
+      });
+    } catch (err) {
+      if (!isRendezvousError(err)) throw err;
+      // The server appended a message no correct server accepts: keep the leaf, drop the content.
+      this.alarms.push({ index, code: err.code, message: err.message });
+      return { index, type: 'message', timestamp, message: m, sender, rejected: err.code };
+    }
+    this.nonces.add(toHex(m.nonce));
+    return { index, type: 'message', timestamp, message: m, sender, rejected: null };
+  }
+
+  /**
+   * Decrypts an accepted message, or returns null when this device does not hold the epoch
+   * secret (a hidden-history topic before it joined) or the entry was rejected.
+   */
+  read(index: number): MessageContent | null {
+    const e = this.entries[index];
+    if (e === undefined || e.type !== 'message' || e.rejected !== null) return null;
+    const secret = this.epochSecrets.get(e.message.epoch);
+    if (secret === undefined) return null;
+    const prk = epochPrk(this.crypto, this.topicId, e.message.epoch, secret);
+    return openMessage(this.crypto, this.topicId, prk, e.message, this.log.root(e.message.headSize));
+  }
+
+  /**
+   * Checks a checkpoint the server returned (protocol §10, §11.2): signed by the pinned host
+   * key for this topic, never older than the newest seen, and consistent with the mirror's own
+   * log. One of a size the mirror has not reached is compared once its entries arrive.
+   */
+  checkCheckpoint(cp: Checkpoint): void {
+    if (this._halted !== null) throw this._halted;
+    verifyCheckpoint(this.crypto, cp, this.hostKey, this.topicId);
+    if (this._state !== null && cp.origin !== this._state.host) {
+      throw this.halt(new RendezvousError('log.bad_checkpoint', `checkpoint signed by ${cp.origin}, the topic is hosted by ${this._state.host}`));
+    }
+    const newest = this.pendingCheckpoint ?? this._checkpoint;
+    if (newest !== null && cp.size < newest.size) {
+      throw this.halt(new RendezvousError('log.rollback', `the server went back from ${newest.size} to ${cp.size} entries`));
+    }
+    if (newest !== null && cp.size === newest.size && !equal(cp.root, newest.root)) {
+      throw this.halt(new RendezvousError('log.fork', `two different logs of size ${cp.size}`));
+    }
+    if (cp.size > this.log.size) {
+      this.pendingCheckpoint = cp;
+      return;
+    }
+    this.compareCheckpoint(cp);
+  }
+
+  private compareCheckpoint(cp: Checkpoint): void {
+    if (!equal(this.log.root(cp.size), cp.root)) {
+      throw this.halt(new RendezvousError('log.fork', `the server's log of size ${cp.size} is not the one it sent`));
+    }
+    if (this._checkpoint === null || cp.size >= this._checkpoint.size) this._checkpoint = cp;
+  }
+
+  snapshot(): MirrorSnapshot {
+    return {
+      topicId: this.topicId,
+      hostKey: this.hostKey,
+      entries: this.monitorEntries.slice(),
+      rejected: this.entries.flatMap((e) => (e.type === 'message' && e.rejected !== null ? [{ index: e.index, code: e.rejected }] : [])),
+      epochSecrets: [...this.epochSecrets].map(([epoch, secret]) => ({ epoch, secret })),
+      checkpoint: this._checkpoint,
+    };
+  }
+
+  /**
+   * Rebuilds a mirror from its snapshot without checking signatures of messages again (they
+   * were checked when they arrived; the snapshot is the device's own, kept with its secrets).
+   * Updates go through the state machine again, which is cheap next to the messages, and every
+   * leaf is hashed again, so the roots are the device's own computation.
+   */
+  static restore(crypto: CryptoProvider, snap: MirrorSnapshot, pins: IdentityPins, myKeys: TopicKeyLookup): TopicMirror {
+    const m = new TopicMirror(crypto, snap.topicId, snap.hostKey, pins, myKeys);
+    const rejected = new Map(snap.rejected.map((r) => [r.index, r.code]));
+    const trustPinned: IdentityPins = { check: () => {} };
+    snap.entries.forEach((bytes, index) => {
+      const shape = m.monitor.append(index, bytes);
+      m.monitorEntries.push(bytes);
+      const e = decodeLogEntry(bytes);
+      if (e.type === 'update') {
+        const u = decodeTopicUpdate(e.body);
+        m._state = applyUpdate(crypto, m._state, u, { checkIdentity: trustPinned.check });
+        if (u.commitment !== null) {
+          m._epochStartSize = index + 1;
+          if (u.backwardLink !== null) m.links.set(u.epoch, u.backwardLink);
+        }
+        m.entries.push({ index, type: 'update', timestamp: e.timestamp, update: u });
+      } else {
+        const msg = decodeMessage(e.body);
+        const code = rejected.get(index) ?? null;
+        if (code === null) m.nonces.add(toHex(msg.nonce));
+        m.entries.push({ index, type: 'message', timestamp: e.timestamp, message: msg, sender: m._state?.members.get(msg.sender) ?? null, rejected: code });
+      }
+      m.log.appendLeafHash(shape.leafHash);
+    });
+    for (const { epoch, secret } of snap.epochSecrets) m.epochSecrets.set(epoch, secret);
+    if (snap.checkpoint !== null) m.compareCheckpoint(snap.checkpoint);
+    return m;
+  }
+
+  /** Size of the newest checkpoint known, reached or not: how far a sync must go. */
+  get target(): number {
+    return Math.max(this.pendingCheckpoint?.size ?? 0, this._checkpoint?.size ?? 0, this.log.size);
+  }
+}
