@@ -1,6 +1,6 @@
 /**
  * The `rendezvous` command line (README §Commands): `serve` runs a server; `admin …` talks to a
- * running server's admin API with the admin token. Client commands arrive with the SDK.
+ * running server's admin API with the admin token; the user commands (user.ts) run the SDK.
  *
  * Every option has an environment variable, and `serve --config FILE` reads a JSON file with
  * the same keys; the order of precedence is flag > environment > config file > default.
@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { ServerConfig } from '@rendezvous/server';
+import { USER_USAGE, UsageError as UserUsageError, explain, userCommand } from './user.ts';
 
 const USAGE = `usage:
   rendezvous serve [--data DIR] [--host H] [--port N] [--name SERVER_NAME] [--config FILE] [--log-level LEVEL] [--trust-proxy]
@@ -34,21 +35,32 @@ export async function main(argv: string[]): Promise<number> {
         return await serve(rest);
       case 'admin':
         return await admin(rest);
+      case 'register':
+      case 'whoami':
+      case 'topic':
+      case 'send':
+      case 'read':
+      case 'sync':
+      case 'verify':
+      case 'contacts':
+      case 'safety-number':
+      case 'device':
+        return await userCommand(command, rest);
       case undefined:
       case 'help':
       case '--help':
       case '-h':
-        console.log(USAGE);
+        console.log(`${USAGE}\n\n${USER_USAGE}`);
         return command === undefined ? 2 : 0;
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
   } catch (e) {
-    if (e instanceof UsageError) {
-      console.error(`rendezvous: ${e.message}\n\n${USAGE}`);
+    if (e instanceof UsageError || e instanceof UserUsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      console.error(`rendezvous: ${(e as Error).message}\n\n${USAGE}\n\n${USER_USAGE}`);
       return 2;
     }
-    console.error(`rendezvous: ${(e as Error).message}`);
+    console.error(`rendezvous: ${explain(e)}`);
     return 1;
   }
 }

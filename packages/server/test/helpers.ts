@@ -192,3 +192,41 @@ export async function issuePin(t: Transport, user: string, extra: Record<string,
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return r.body.pin;
 }
+
+/** Rate limits for tests that play many users from one address (the limits have their own tests). */
+export const GENEROUS_RATES: ContextOptions['rates'] = {
+  register: [1000, 60_000],
+  write: [100_000, 60_000],
+  authChallenge: [1000, 60_000],
+  claimTopicKeyPerClaimer: [1000, 60_000],
+  claimTopicKeyPerTarget: [1000, 60_000],
+  claimPrekey: [1000, 60_000],
+};
+
+/**
+ * A server started in this process on a loopback port (real sockets, real SQLite file in a temp
+ * dir), with the test admin token and generous rates; `close()` stops it and deletes the data.
+ */
+export async function socketServer(name: string, extra: Partial<import('../src/server.ts').ServerConfig> = {}) {
+  const { startServer } = await import('../src/server.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'rendezvous-socket-'));
+  const server = await startServer({
+    dataDir: dir,
+    host: '127.0.0.1',
+    port: 0,
+    name,
+    adminToken: ADMIN_TOKEN,
+    logLevel: 'silent',
+    announce: () => {},
+    rates: GENEROUS_RATES,
+    ...extra,
+  });
+  return {
+    server,
+    dir,
+    async close() {
+      await server.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

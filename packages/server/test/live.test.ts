@@ -6,19 +6,16 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { randomBytes } from 'node:crypto';
 import { encodeKeyBundle, fromBase64url, sealKeyBundle, toBase64url } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
-import { startServer, type RunningServer } from '../src/server.ts';
-import { ADMIN_TOKEN, ScriptedUser, call, expectError, issuePin, overHttp, type Transport } from './helpers.ts';
+import type { RunningServer } from '../src/server.ts';
+import { ScriptedUser, call, expectError, issuePin, overHttp, socketServer, type Transport } from './helpers.ts';
 import { ScriptedTopic, token, submit } from './topic-client.ts';
 
 let server: RunningServer;
-let dir: string;
+let running: Awaited<ReturnType<typeof socketServer>>;
 let t: Transport;
 let alice: ScriptedUser, bob: ScriptedUser, carol: ScriptedUser;
 
@@ -126,25 +123,14 @@ async function post(topic: ScriptedTopic, u: ScriptedUser, text: string): Promis
 }
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'rendezvous-live-'));
-  server = await startServer({
-    dataDir: dir,
-    host: '127.0.0.1',
-    port: 0,
-    name: 'live.test',
-    adminToken: ADMIN_TOKEN,
-    logLevel: 'silent',
-    rates: { register: [1000, 60_000], write: [100_000, 60_000] },
-  });
+  running = await socketServer('live.test');
+  server = running.server;
   t = overHttp(server.url);
   alice = await user('alice');
   bob = await user('bob');
   carol = await user('carol');
 });
-after(async () => {
-  await server.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(async () => running.close());
 
 describe('events over HTTP', () => {
   it('a member gets membership and entry events in order; a non-member gets none of the topic', async () => {

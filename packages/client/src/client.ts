@@ -1,0 +1,791 @@
+/**
+ * The Rendezvous client (docs/client.md): one user's device. It keeps every secret in its
+ * profile store, talks to the home server through ServerApi, and verifies everything the
+ * server returns with a TopicMirror per topic before it shows or acts on it.
+ *
+ * Isomorphic: crypto, randomness, clock, fetch, WebSocket and the profile store are injected
+ * (Node: `@rendezvous/client/node` provides the file store and the `ws` constructor).
+ */
+import {
+  RendezvousError,
+  Reader,
+  Writer,
+  buildCreate,
+  buildUpdate,
+  decodeCheckpoint,
+  decodeDeviceCert,
+  decodeDevicePrekey,
+  decodeKeyBundle,
+  decodeTopicKey,
+  deviceId as deviceIdOf,
+  encodeCheckpoint,
+  encodeDeviceCert,
+  encodeDevicePrekey,
+  encodeKeyBundle,
+  encodeMessage,
+  encodeTopicKey,
+  encodeTopicUpdate,
+  epochPrk,
+  equal,
+  fromBase64url,
+  fromUtf8,
+  isRendezvousError,
+  memberByUser,
+  newTopicId,
+  openKeyBundle,
+  parseUserId,
+  readCheckpoint,
+  sealKeyBundle,
+  sealMessage,
+  signDeviceCert,
+  signDevicePrekey,
+  signSessionProof,
+  signTopicKey,
+  toBase64url,
+  toHex,
+  topicKeyId,
+  utf8,
+  verifyDeviceCert,
+  verifyDevicePrekey,
+  verifyKeyBundle,
+  verifyTopicKey,
+  type BundleContent,
+  type ChangeAction,
+  type CryptoProvider,
+  type ErrorCode,
+  type History,
+  type Random,
+  type Role,
+  type TopicKey,
+  type TopicKeySecret,
+  type TopicState,
+} from '@rendezvous/protocol';
+import { ServerApi, type WebSocketConstructor } from './api.ts';
+import { Contacts, safetyNumber, type Contact } from './contacts.ts';
+import type { ProfileStore } from './profile-store.ts';
+import { TopicMirror, type Alarm, type MirrorSnapshot } from './topic-mirror.ts';
+
+export interface ClientOptions {
+  store: ProfileStore;
+  crypto: CryptoProvider;
+  random?: Random;
+  now?: () => number;
+  fetch?: typeof fetch;
+  WebSocket?: WebSocketConstructor;
+  /** How many one-time prekeys and topic keys to keep on the server (docs/client.md §Key pools). */
+  pool?: { prekeys: number; topicKeys: number };
+}
+
+export interface TopicMessage {
+  index: number;
+  timestamp: number;
+  /** The sender's user id, or null if the sender is unknown (a rejected entry). */
+  sender: string | null;
+  type: 'text' | 'json' | 'file' | 'topic-info' | null;
+  /** The decrypted content; null if this device cannot read the epoch, or the entry was rejected. */
+  body: Uint8Array | null;
+  text: string | null;
+  rejected: ErrorCode | null;
+}
+
+export interface TopicView {
+  topicId: Uint8Array;
+  id: string;
+  host: string;
+  history: History;
+  epoch: number;
+  size: number;
+  title: string | null;
+  members: { memberId: number; user: string; role: Role }[];
+  /** This user's role, or null if no longer a member. */
+  role: Role | null;
+  /**
+   * False once the server stops serving the topic to this user (removed, or deleted): the
+   * removal itself cannot be verified without the entries, so the mirror keeps the last
+   * verified state and this flag says the server no longer answers.
+   */
+  active: boolean;
+  alarms: Alarm[];
+  halted: { code: ErrorCode; message: string } | null;
+}
+
+export interface SyncReport {
+  topics: { id: string; newEntries: number; alarms: Alarm[]; halted: ErrorCode | null }[];
+  bundles: number;
+}
+
+/** The profile document (docs/client.md §Profile): secrets are base64url, all of it is secret. */
+interface ProfileDoc {
+  v: 1;
+  serverUrl: string;
+  serverName: string;
+  serverKey: string;
+  user: string;
+  identitySeed: string;
+  device: { seed: string; id: string };
+  session: { token: string; expiresAt: number } | null;
+  prekeys: Record<string, string>;
+  topicKeys: Record<string, { key: string; signatureSeed: string; encryptionSecret: string }>;
+  contacts: { user: string; identityKey: string; pinnedAt: number }[];
+  topics: string[];
+  /** Topics the server no longer serves to this user (removed, or the topic was deleted). */
+  gone: string[];
+}
+
+const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
+const INSPECT = Symbol.for('nodejs.util.inspect.custom');
+
+export class RendezvousClient {
+  private readonly api: ServerApi;
+  private readonly crypto: CryptoProvider;
+  private readonly random: Random;
+  private readonly now: () => number;
+  private readonly contacts: Contacts;
+  private readonly mirrors = new Map<string, TopicMirror>();
+  private readonly dirty = new Set<string>();
+
+  private constructor(
+    private readonly o: ClientOptions,
+    private readonly doc: ProfileDoc,
+  ) {
+    this.crypto = o.crypto;
+    this.random = o.random ?? ((n) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
+    this.now = o.now ?? Date.now;
+    this.api = new ServerApi({ baseUrl: doc.serverUrl, fetch: o.fetch, WebSocket: o.WebSocket, random: this.random });
+    if (doc.session !== null && doc.session.expiresAt > this.now() + 60_000) this.api.token = doc.session.token;
+    this.contacts = new Contacts(
+      this.now,
+      doc.contacts.map((c) => ({ user: c.user, identityKey: fromBase64url(c.identityKey), pinnedAt: c.pinnedAt })),
+    );
+  }
+
+  // ---- life cycle ---------------------------------------------------------------------------
+
+  /**
+   * Creates an identity and a first device, registers them with the pin the server's admin
+   * issued, and fills the key pools. `user` may be a bare name (the server's name is appended).
+   */
+  static async register(o: ClientOptions & { server: string; user: string; pin: string }): Promise<RendezvousClient> {
+    if ((await o.store.load()) !== null) throw new RendezvousError('user.exists', 'this profile already holds an account: use another profile');
+    const random = o.random ?? ((n: number) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
+    const now = o.now ?? Date.now;
+    const probe = new ServerApi({ baseUrl: o.server, fetch: o.fetch, random });
+    const wk = await probe.wellKnown();
+    const user = o.user.includes('@') ? o.user : `${o.user}@${wk.server}`;
+    if (parseUserId(user).server !== wk.server) {
+      throw new RendezvousError('auth.forbidden', `${o.server} is the server ${wk.server}; ${user} belongs to another server`);
+    }
+    const identitySeed = random(32);
+    const deviceSeed = random(32);
+    const cert = signDeviceCert(o.crypto, identitySeed, { user, deviceKey: o.crypto.ed25519PublicKey(deviceSeed), createdAt: now() });
+    await probe.register({ user, pin: o.pin, identityKey: o.crypto.ed25519PublicKey(identitySeed), deviceCert: encodeDeviceCert(cert) });
+    const doc: ProfileDoc = {
+      v: 1,
+      serverUrl: o.server,
+      serverName: wk.server,
+      serverKey: toBase64url(wk.publicKey),
+      user,
+      identitySeed: toBase64url(identitySeed),
+      device: { seed: toBase64url(deviceSeed), id: deviceIdOf(cert.deviceKey) },
+      session: null,
+      prekeys: {},
+      topicKeys: {},
+      contacts: [],
+      topics: [],
+      gone: [],
+    };
+    const c = new RendezvousClient(o, doc);
+    c.contacts.check(user, o.crypto.ed25519PublicKey(identitySeed));
+    await c.save();
+    await c.replenish();
+    return c;
+  }
+
+  /** Opens the account kept in the profile store. */
+  static async open(o: ClientOptions): Promise<RendezvousClient> {
+    const bytes = await o.store.load();
+    if (bytes === null) throw new RendezvousError('user.unknown', 'no account in this profile: register first');
+    const doc = JSON.parse(fromUtf8(bytes)) as ProfileDoc;
+    if (doc.v !== 1) throw new RendezvousError('encoding.unknown_version', `profile version ${String(doc.v)}`);
+    doc.gone ??= [];
+    const c = new RendezvousClient(o, doc);
+    for (const id of doc.topics) {
+      const part = await o.store.loadPart(`topic-${toHex(fromBase64url(id))}`);
+      if (part !== null) c.mirrors.set(id, TopicMirror.restore(c.crypto, decodeSnapshot(part), c.contacts, c.keyLookup));
+    }
+    return c;
+  }
+
+  get user(): string {
+    return this.doc.user;
+  }
+  get deviceId(): string {
+    return this.doc.device.id;
+  }
+  get serverUrl(): string {
+    return this.doc.serverUrl;
+  }
+  get serverName(): string {
+    return this.doc.serverName;
+  }
+  get identityKey(): Uint8Array {
+    return this.crypto.ed25519PublicKey(fromBase64url(this.doc.identitySeed));
+  }
+
+  /** Never prints secrets: `console.log(client)` shows who, not what. */
+  [INSPECT](): string {
+    return `RendezvousClient { user: ${this.doc.user}, device: ${this.doc.device.id} }`;
+  }
+  toJSON(): unknown {
+    return { user: this.doc.user, deviceId: this.doc.device.id, server: this.doc.serverUrl };
+  }
+  toString(): string {
+    return this[INSPECT]();
+  }
+
+  /** Writes the profile and every changed topic mirror to the store. */
+  async save(): Promise<void> {
+    this.doc.contacts = this.contacts.list().map((c) => ({ user: c.user, identityKey: toBase64url(c.identityKey), pinnedAt: c.pinnedAt }));
+    this.doc.topics = [...this.mirrors.keys()];
+    for (const id of this.dirty) {
+      const m = this.mirrors.get(id);
+      if (m !== undefined) await this.o.store.savePart(`topic-${toHex(m.topicId)}`, encodeSnapshot(m.snapshot()));
+    }
+    this.dirty.clear();
+    await this.o.store.save(utf8(JSON.stringify(this.doc)));
+  }
+
+  // ---- sessions and key pools ------------------------------------------------------------------
+
+  private get deviceSeed(): Uint8Array {
+    return fromBase64url(this.doc.device.seed);
+  }
+
+  /** Logs in (signed challenge, protocol §5.3) unless a session token is still valid. */
+  async ensureSession(): Promise<void> {
+    if (this.api.token !== null && this.api.token !== undefined) return;
+    const ch = await this.api.challenge(this.doc.device.id);
+    const s = await this.api.createSession({
+      deviceId: this.doc.device.id,
+      challenge: ch.challenge,
+      signature: signSessionProof(this.crypto, this.deviceSeed, this.doc.serverName, ch.challenge),
+    });
+    this.api.token = s.token;
+    this.doc.session = { token: s.token, expiresAt: s.expiresAt };
+  }
+
+  /** Runs `fn` with a session; a token the server no longer knows is replaced once. */
+  private async authed<T>(fn: () => Promise<T>): Promise<T> {
+    await this.ensureSession();
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isRendezvousError(e, 'auth.invalid_token')) throw e;
+      this.api.token = null;
+      this.doc.session = null;
+      await this.ensureSession();
+      return fn();
+    }
+  }
+
+  private keyLookup = (keyId: string): TopicKeySecret | undefined => {
+    const k = this.doc.topicKeys[keyId];
+    return k === undefined ? undefined : { signatureSeed: fromBase64url(k.signatureSeed), encryptionSecret: fromBase64url(k.encryptionSecret) };
+  };
+
+  /**
+   * Keeps the server's pools full (docs/client.md §Key pools): this device's one-time prekeys,
+   * and the user's topic keys, whose secrets go to every sibling device in bundles sealed to
+   * their prekeys, in the same request, so any device can act on a topic key someone claims.
+   */
+  async replenish(): Promise<{ prekeys: number; topicKeys: number }> {
+    const pool = this.o.pool ?? DEFAULT_POOL;
+    return this.authed(async () => {
+      const counts = await this.api.keyCounts();
+      let prekeys = 0;
+      if (counts.prekeys < pool.prekeys) {
+        const fresh: Uint8Array[] = [];
+        for (let i = counts.prekeys; i < pool.prekeys; i++) {
+          const secret = this.random(32);
+          const pk = signDevicePrekey(this.crypto, this.deviceSeed, this.crypto.x25519PublicKey(secret));
+          this.doc.prekeys[toBase64url(pk.prekey)] = toBase64url(secret);
+          fresh.push(encodeDevicePrekey(pk));
+        }
+        // Secrets are saved before the public halves leave: a crash never strands a bundle.
+        await this.save();
+        for (let i = 0; i < fresh.length; i += 100) await this.api.uploadPrekeys(fresh.slice(i, i + 100));
+        prekeys = fresh.length;
+      }
+      let topicKeys = 0;
+      if (counts.topicKeys < pool.topicKeys) {
+        const fresh = this.newTopicKeys(pool.topicKeys - counts.topicKeys);
+        await this.save();
+        for (let i = 0; i < fresh.length; i += 100) {
+          const batch = fresh.slice(i, i + 100);
+          const bundles = await this.bundlesForSiblings({ topicKeys: batch, epochSecrets: [] });
+          await this.api.uploadTopicKeys({ keys: batch.map((k) => encodeTopicKey(k.topicKey)), bundles });
+        }
+        topicKeys = fresh.length;
+      }
+      return { prekeys, topicKeys };
+    });
+  }
+
+  private newTopicKeys(n: number): { topicKey: TopicKey; secret: TopicKeySecret }[] {
+    const identitySeed = fromBase64url(this.doc.identitySeed);
+    return Array.from({ length: n }, () => {
+      const secret = { signatureSeed: this.random(32), encryptionSecret: this.random(32) };
+      const topicKey = signTopicKey(this.crypto, identitySeed, this.doc.user, secret);
+      this.doc.topicKeys[topicKeyId(topicKey)] = {
+        key: toBase64url(encodeTopicKey(topicKey)),
+        signatureSeed: toBase64url(secret.signatureSeed),
+        encryptionSecret: toBase64url(secret.encryptionSecret),
+      };
+      return { topicKey, secret };
+    });
+  }
+
+  /** One bundle per sibling device, each sealed to a freshly claimed one-time prekey of it. */
+  private async bundlesForSiblings(content: BundleContent) {
+    const out: { deviceId: string; bundle: Uint8Array }[] = [];
+    for (const d of await this.siblings()) {
+      const claimed = await this.api.claimPrekey(d.deviceId);
+      const prekey = decodeDevicePrekey(claimed.prekey);
+      verifyDevicePrekey(this.crypto, prekey, d.cert.deviceKey);
+      const bundle = sealKeyBundle(this.crypto, this.random, {
+        user: this.doc.user,
+        senderDeviceSeed: this.deviceSeed,
+        recipientDevice: d.cert.deviceKey,
+        recipientPrekey: prekey.prekey,
+        content,
+      });
+      out.push({ deviceId: d.deviceId, bundle: encodeKeyBundle(bundle) });
+    }
+    return out;
+  }
+
+  /**
+   * The user's other devices, each certified by the identity key: a device the server lists
+   * without a valid certificate (never linked) is an alarm, not a recipient of secrets.
+   */
+  private async siblings() {
+    const out = [];
+    for (const d of await this.api.listDevices()) {
+      if (d.deviceId === this.doc.device.id) continue;
+      const cert = decodeDeviceCert(d.cert);
+      verifyDeviceCert(this.crypto, cert, this.identityKey);
+      if (cert.user !== this.doc.user || deviceIdOf(cert.deviceKey) !== d.deviceId) {
+        throw new RendezvousError('crypto.bad_certificate', `device ${d.deviceId} is not certified for ${this.doc.user}`);
+      }
+      out.push({ deviceId: d.deviceId, cert });
+    }
+    return out;
+  }
+
+  /** Opens the key bundles waiting for this device (topic keys from sibling devices). */
+  async receiveBundles(): Promise<number> {
+    return this.authed(async () => {
+      const pending = await this.api.listBundles();
+      if (pending.length === 0) return 0;
+      const certs = new Map((await this.api.listDevices()).map((d) => [d.deviceId, decodeDeviceCert(d.cert)]));
+      let opened = 0;
+      for (const p of pending) {
+        const b = decodeKeyBundle(p.bundle);
+        const cert = certs.get(p.senderDeviceId);
+        if (cert === undefined) continue; // the sender was removed meanwhile: nothing to trust
+        verifyKeyBundle(this.crypto, b, cert, this.identityKey);
+        const secretB64 = this.doc.prekeys[toBase64url(b.recipientPrekey)];
+        if (secretB64 === undefined) continue; // sealed to a prekey this device never made
+        const content = openKeyBundle(this.crypto, b, fromBase64url(secretB64), this.identityKey);
+        for (const { topicKey, secret } of content.topicKeys) {
+          this.doc.topicKeys[topicKeyId(topicKey)] = {
+            key: toBase64url(encodeTopicKey(topicKey)),
+            signatureSeed: toBase64url(secret.signatureSeed),
+            encryptionSecret: toBase64url(secret.encryptionSecret),
+          };
+        }
+        // Forward secrecy (protocol §6.2): the one-time prekey secret goes after use.
+        delete this.doc.prekeys[toBase64url(b.recipientPrekey)];
+        opened++;
+      }
+      await this.save();
+      await this.api.ackBundles(pending[pending.length - 1]!.id);
+      return opened;
+    });
+  }
+
+  // ---- topics ---------------------------------------------------------------------------------
+
+  private mirror(topicId: Uint8Array): TopicMirror {
+    const m = this.mirrors.get(toBase64url(topicId));
+    if (m === undefined) throw new RendezvousError('topic.unknown', 'this device does not know the topic: sync first');
+    return m;
+  }
+
+  private newMirror(topicId: Uint8Array, host: string): TopicMirror {
+    if (host !== this.doc.serverName) {
+      throw new RendezvousError('topic.wrong_host', `topic hosted by ${host}: federation is not supported yet`);
+    }
+    const m = new TopicMirror(this.crypto, topicId, fromBase64url(this.doc.serverKey), this.contacts, this.keyLookup);
+    this.mirrors.set(toBase64url(topicId), m);
+    return m;
+  }
+
+  /** Claims a topic key of `user` (protocol §6.1), checking its certificate and pinning the identity. */
+  private async claimTopicKey(user: string): Promise<TopicKey> {
+    const c = await this.api.claimTopicKey(user);
+    const k = decodeTopicKey(c.topicKey);
+    if (k.user !== user) throw new RendezvousError('crypto.bad_certificate', `the server returned a topic key of ${k.user} for ${user}`);
+    verifyTopicKey(this.crypto, k, c.identityKey);
+    this.contacts.check(user, c.identityKey);
+    return k;
+  }
+
+  /** A topic key of this user for a new topic: claimed from the pool, so no one else gets it. */
+  private async claimOwnTopicKey(): Promise<TopicKey> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const k = await this.claimTopicKey(this.doc.user);
+      if (this.doc.topicKeys[topicKeyId(k)] !== undefined) return k;
+      // A sibling made it: its bundle should be waiting.
+      await this.receiveBundles();
+      if (this.doc.topicKeys[topicKeyId(k)] !== undefined) return k;
+    }
+    throw new RendezvousError('keys.exhausted', 'no topic key of this user whose secret this device holds: sync the other devices');
+  }
+
+  /** Creates a topic with its members and, optionally, an encrypted title (docs/client.md §Topics). */
+  async createTopic(o: { members?: { user: string; role: Role }[]; history?: History; title?: string } = {}): Promise<string> {
+    return this.authed(async () => {
+      const mine = await this.claimOwnTopicKey();
+      const members: { role: Role; topicKey: TopicKey }[] = [{ role: 'admin', topicKey: mine }];
+      for (const m of o.members ?? []) members.push({ role: m.role, topicKey: await this.claimTopicKey(this.qualify(m.user)) });
+      const topicId = newTopicId(this.random);
+      const built = buildCreate(this.crypto, this.random, {
+        topicId,
+        host: this.doc.serverName,
+        history: o.history ?? 'shared',
+        members,
+        signer: 0,
+        signatureSeed: this.keyLookup(topicKeyId(mine))!.signatureSeed,
+      });
+      await this.api.createTopic(encodeTopicUpdate(built.update));
+      this.newMirror(topicId, this.doc.serverName);
+      await this.syncTopic(topicId);
+      if (o.title !== undefined) await this.post(topicId, { type: 'topic-info', body: utf8(JSON.stringify({ title: o.title })) });
+      await this.replenish();
+      await this.save();
+      return toBase64url(topicId);
+    });
+  }
+
+  private qualify(user: string): string {
+    return user.includes('@') ? user : `${user}@${this.doc.serverName}`;
+  }
+
+  /** Applies a change as this admin (or as the leaver), re-syncing first so it builds on the head. */
+  private async change(topicId: Uint8Array, action: ChangeAction, forceNewEpoch = false): Promise<void> {
+    await this.syncTopic(topicId);
+    const m = this.mirror(topicId);
+    const state = m.state!;
+    const me = m.me();
+    if (me === undefined) throw new RendezvousError('topic.not_member');
+    const epochSecret = m.epochSecret(state.epoch);
+    if (epochSecret === undefined) throw new RendezvousError('topic.bad_key_share', 'this device does not hold the current epoch secret');
+    const built = buildUpdate(this.crypto, this.random, state, {
+      signer: me.id,
+      signatureSeed: this.keyLookup(topicKeyId(me.topicKey))!.signatureSeed,
+      epochSecret,
+      action,
+      forceNewEpoch,
+    });
+    await this.api.postUpdate(topicId, encodeTopicUpdate(built.update));
+    await this.syncTopic(topicId);
+  }
+
+  private memberOf(state: TopicState, user: string) {
+    const m = memberByUser(state, this.qualify(user));
+    if (m === undefined) throw new RendezvousError('topic.not_member', `${this.qualify(user)} is not a member`);
+    return m;
+  }
+
+  async addMember(topic: string, user: string, role: Role = 'participant'): Promise<void> {
+    const topicId = fromBase64url(topic);
+    await this.authed(async () => {
+      const topicKey = await this.claimTopicKey(this.qualify(user));
+      await this.change(topicId, { type: 'add', role, topicKey });
+      await this.save();
+    });
+  }
+
+  async removeMember(topic: string, user: string): Promise<void> {
+    const topicId = fromBase64url(topic);
+    await this.authed(async () => {
+      await this.syncTopic(topicId);
+      await this.change(topicId, { type: 'remove', memberId: this.memberOf(this.mirror(topicId).state!, user).id });
+      await this.save();
+    });
+  }
+
+  async setRole(topic: string, user: string, role: Role): Promise<void> {
+    const topicId = fromBase64url(topic);
+    await this.authed(async () => {
+      await this.syncTopic(topicId);
+      await this.change(topicId, { type: 'role', memberId: this.memberOf(this.mirror(topicId).state!, user).id, role });
+      await this.save();
+    });
+  }
+
+  async leave(topic: string): Promise<void> {
+    await this.authed(async () => {
+      await this.change(fromBase64url(topic), { type: 'leave' });
+      await this.save();
+    });
+  }
+
+  /** Starts a new epoch (also what admins' clients do after a leave, docs/client.md §Re-keying). */
+  async rekey(topic: string): Promise<void> {
+    await this.authed(async () => {
+      await this.change(fromBase64url(topic), { type: 'rekey' });
+      await this.save();
+    });
+  }
+
+  // ---- messages ----------------------------------------------------------------------------------
+
+  async send(topic: string, content: { text: string } | { json: unknown }): Promise<number> {
+    const c = 'text' in content ? { type: 'text' as const, body: utf8(content.text) } : { type: 'json' as const, body: utf8(JSON.stringify(content.json)) };
+    return this.authed(async () => {
+      const topicId = fromBase64url(topic);
+      await this.syncTopic(topicId);
+      const index = await this.post(topicId, c);
+      await this.save();
+      return index;
+    });
+  }
+
+  private async post(topicId: Uint8Array, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<number> {
+    for (let attempt = 0; ; attempt++) {
+      const m = this.mirror(topicId);
+      const state = m.state!;
+      const me = m.me();
+      if (me === undefined) throw new RendezvousError('topic.not_member');
+      if (me.role === 'observer') throw new RendezvousError('topic.read_only', 'observers cannot post');
+      const secret = m.epochSecret(state.epoch);
+      if (secret === undefined) throw new RendezvousError('topic.bad_key_share', 'this device does not hold the current epoch secret');
+      const msg = sealMessage(this.crypto, this.random, {
+        topicId,
+        epoch: state.epoch,
+        epochPrk: epochPrk(this.crypto, topicId, state.epoch, secret),
+        sender: me.id,
+        signatureSeed: this.keyLookup(topicKeyId(me.topicKey))!.signatureSeed,
+        headSize: m.size,
+        headRoot: m.root(),
+        content,
+      });
+      try {
+        const r = await this.api.postMessage(topicId, encodeMessage(msg));
+        await this.syncTopic(topicId);
+        return r.index;
+      } catch (e) {
+        // The topic moved on to a new epoch meanwhile: catch up and seal again.
+        if (attempt < 2 && (isRendezvousError(e, 'topic.stale_epoch') || isRendezvousError(e, 'log.bad_head'))) {
+          await this.syncTopic(topicId);
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  // ---- sync and reading ------------------------------------------------------------------------
+
+  /**
+   * Fetches what is new in every topic the server lists for this user, verifying each entry and
+   * checkpoint, and opens waiting key bundles. Topics whose mirror is halted are skipped and
+   * reported; the alarm stays until the user deals with it.
+   */
+  async sync(): Promise<SyncReport> {
+    return this.authed(async () => {
+      const bundles = await this.receiveBundles();
+      const report: SyncReport = { topics: [], bundles };
+      const listed = await this.api.listTopics();
+      const listedIds = new Set(listed.map((t) => toBase64url(t.topicId)));
+      for (const [id, m] of this.mirrors) {
+        if (listedIds.has(id) || this.doc.gone.includes(id)) continue;
+        try {
+          await this.syncTopic(m.topicId);
+        } catch (e) {
+          if (!isRendezvousError(e, 'topic.not_member') && !isRendezvousError(e, 'topic.unknown')) throw e;
+          this.doc.gone.push(id);
+        }
+      }
+      for (const t of listed) {
+        const id = toBase64url(t.topicId);
+        this.doc.gone = this.doc.gone.filter((g) => g !== id);
+        const m = this.mirrors.get(id) ?? this.newMirror(t.topicId, t.host);
+        const before = m.size;
+        const alarmsBefore = m.alarms.length;
+        try {
+          await this.syncTopic(t.topicId);
+        } catch (e) {
+          if (!isRendezvousError(e)) throw e;
+          report.topics.push({ id, newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted: e.code });
+          continue;
+        }
+        report.topics.push({ id, newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted: null });
+      }
+      await this.replenish();
+      await this.save();
+      return report;
+    });
+  }
+
+  /** Brings one topic's mirror up to the server's checkpoint, verifying as it goes. */
+  async syncTopic(topicId: Uint8Array): Promise<void> {
+    const m = this.mirror(topicId);
+    for (;;) {
+      const r = await this.api.entries(topicId, m.size, 500);
+      this.dirty.add(toBase64url(topicId));
+      for (const e of r.entries) m.accept(e.index, e.entry);
+      m.checkCheckpoint(decodeCheckpoint(r.checkpoint));
+      if (m.size >= m.target) return;
+      if (r.entries.length === 0) throw new RendezvousError('log.gap', `the server signed ${m.target} entries but sends none after ${m.size}`);
+    }
+  }
+
+  topics(): TopicView[] {
+    return [...this.mirrors.entries()].map(([id, m]) => this.view(id, m));
+  }
+
+  topic(topic: string): TopicView {
+    const m = this.mirror(fromBase64url(topic));
+    return this.view(topic, m);
+  }
+
+  private view(id: string, m: TopicMirror): TopicView {
+    const s = m.state;
+    let title: string | null = null;
+    for (let i = m.size - 1; i >= 0 && title === null; i--) {
+      const e = m.entry(i);
+      if (e?.type !== 'message' || e.rejected !== null) continue;
+      const c = this.readEntry(m, i);
+      if (c?.type === 'topic-info') {
+        try {
+          const t = (JSON.parse(fromUtf8(c.body)) as { title?: unknown }).title;
+          if (typeof t === 'string') title = t;
+        } catch {
+          // A malformed topic-info is ignored, like any content this device cannot use.
+        }
+      }
+    }
+    const me = m.me();
+    return {
+      topicId: m.topicId,
+      id,
+      host: s?.host ?? '',
+      history: s?.history ?? 'shared',
+      epoch: s?.epoch ?? 0,
+      size: m.size,
+      title,
+      members: s === null ? [] : [...s.members.values()].map((x) => ({ memberId: x.id, user: x.topicKey.user, role: x.role })),
+      role: this.doc.gone.includes(id) ? null : (me?.role ?? null),
+      active: !this.doc.gone.includes(id),
+      alarms: m.alarms.slice(),
+      halted: m.halted === null ? null : { code: m.halted.code, message: m.halted.message },
+    };
+  }
+
+  private readEntry(m: TopicMirror, index: number) {
+    try {
+      return m.read(index);
+    } catch {
+      return null;
+    }
+  }
+
+  /** The topic's messages from `from`, decrypted where this device can read them. */
+  messages(topic: string, from = 0): TopicMessage[] {
+    const m = this.mirror(fromBase64url(topic));
+    const out: TopicMessage[] = [];
+    for (let i = from; i < m.size; i++) {
+      const e = m.entry(i)!;
+      if (e.type !== 'message') continue;
+      const c = e.rejected === null ? this.readEntry(m, i) : null;
+      out.push({
+        index: i,
+        timestamp: e.timestamp,
+        sender: e.sender?.topicKey.user ?? null,
+        type: c === null ? null : c.type,
+        body: c?.body ?? null,
+        text: c !== null && c.type === 'text' ? fromUtf8(c.body) : null,
+        rejected: e.rejected,
+      });
+    }
+    return out;
+  }
+
+  /** Re-verifies a topic from scratch (a fresh mirror over the server's whole log). */
+  async verify(topic: string): Promise<{ size: number; root: Uint8Array; checkpoint: Uint8Array }> {
+    return this.authed(async () => {
+      const topicId = fromBase64url(topic);
+      const fresh = new TopicMirror(this.crypto, topicId, fromBase64url(this.doc.serverKey), this.contacts, this.keyLookup);
+      const kept = this.mirrors.get(topic);
+      this.mirrors.set(topic, fresh);
+      try {
+        await this.syncTopic(topicId);
+        if (kept !== undefined && kept.size > 0 && (fresh.size < kept.size || !equal(fresh.root(kept.size), kept.root()))) {
+          throw new RendezvousError('log.fork', 'the log the server serves now does not extend the one this device verified before');
+        }
+      } finally {
+        if (kept !== undefined) this.mirrors.set(topic, kept);
+      }
+      return { size: fresh.size, root: fresh.root(), checkpoint: encodeCheckpoint(fresh.checkpoint!) };
+    });
+  }
+
+  // ---- contacts and devices ---------------------------------------------------------------------
+
+  contactList(): Contact[] {
+    return this.contacts.list();
+  }
+
+  safetyNumber(user: string): string {
+    const c = this.contacts.get(this.qualify(user));
+    if (c === undefined) throw new RendezvousError('user.unknown', `no pinned identity for ${this.qualify(user)}: share a topic first`);
+    return safetyNumber(this.crypto, { user: this.doc.user, identityKey: this.identityKey }, c);
+  }
+
+  async devices() {
+    return this.authed(async () => (await this.api.listDevices()).map((d) => ({ deviceId: d.deviceId, createdAt: d.createdAt, current: d.deviceId === this.doc.device.id })));
+  }
+}
+
+// ---- bundle content and mirror snapshots -------------------------------------------------------
+
+const SNAPSHOT_VERSION = 1;
+
+/** A mirror snapshot as stored in the profile (docs/client.md §Profile). */
+export function encodeSnapshot(s: MirrorSnapshot): Uint8Array {
+  const w = new Writer(1024);
+  w.u8(SNAPSHOT_VERSION).fixed(s.topicId, 16).fixed(s.hostKey, 32);
+  w.list(s.entries, (w, e) => w.bytes(e));
+  w.list(s.rejected, (w, r) => w.varint(r.index).string(r.code));
+  w.list(s.epochSecrets, (w, e) => w.varint(e.epoch).fixed(e.secret, 32));
+  w.bool(s.checkpoint !== null);
+  if (s.checkpoint !== null) w.raw(encodeCheckpoint(s.checkpoint));
+  return w.finish();
+}
+
+export function decodeSnapshot(b: Uint8Array): MirrorSnapshot {
+  const r = new Reader(b);
+  if (r.u8() !== SNAPSHOT_VERSION) throw new RendezvousError('encoding.unknown_version', 'topic snapshot version');
+  const topicId = r.fixed(16);
+  const hostKey = r.fixed(32);
+  const entries = r.list((r) => r.bytes());
+  const rejected = r.list((r) => ({ index: r.varint(), code: r.string(64) as ErrorCode }));
+  const epochSecrets = r.list((r) => ({ epoch: r.varint(), secret: r.fixed(32) }));
+  const checkpoint = r.bool() ? readCheckpoint(r) : null;
+  r.end();
+  return { topicId, hostKey, entries, rejected, epochSecrets, checkpoint };
+}
+

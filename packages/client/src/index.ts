@@ -1,0 +1,19 @@
+/**
+ * @rendezvous/client: the SDK (docs/client.md). Isomorphic: this entry point imports nothing
+ * Node-only; the file profile store and the `ws` WebSocket are in `@rendezvous/client/node`.
+ */
+export { RendezvousClient, encodeSnapshot, decodeSnapshot } from './client.ts';
+export type { ClientOptions, TopicMessage, TopicView, SyncReport } from './client.ts';
+export { ServerApi } from './api.ts';
+export { TopicMirror, type Alarm, type IdentityPins, type MirrorEntry, type MirrorSnapshot } from './topic-mirror.ts';
+export { Contacts, safetyNumber, type Contact } from './contacts.ts';
+export {
+  MemoryProfileStore,
+  encryptedProfileStore,
+  isEncryptedProfile,
+  openProfileStore,
+  plaintextProfileStore,
+  reencryptProfile,
+  type ProfileStore,
+} from './profile-store.ts';
+export { Secret, REDACTED } from './secret.ts';

@@ -1,0 +1,3 @@
+/** Node-only parts of the SDK: file profile store, WebSocket constructor. */
+export { FileProfileStore, defaultProfileDir, type PrepareResult } from './file-store.ts';
+export { NodeWebSocket } from './ws.ts';

@@ -1,0 +1,135 @@
+/**
+ * The client SDK end to end against a real server on a loopback socket: users register, create
+ * topics with roles and history policies, post, sync and read, and everything each device
+ * shows has been verified by its own mirror.
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { inspect } from 'node:util';
+import { isRendezvousError, type ErrorCode } from '@rendezvous/protocol';
+import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
+import type { RunningServer } from '@rendezvous/server';
+import { ADMIN_TOKEN, socketServer } from '../../server/test/helpers.ts';
+import { RendezvousClient } from '../src/client.ts';
+import { MemoryProfileStore } from '../src/profile-store.ts';
+
+let server: RunningServer;
+let running: Awaited<ReturnType<typeof socketServer>>;
+
+async function pin(user: string): Promise<string> {
+  const r = await fetch(`${server.url}/v1/admin/pins`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ user: `${user}@${server.name}` }),
+  });
+  assert.equal(r.status, 201);
+  return ((await r.json()) as { pin: string }).pin;
+}
+
+async function newUser(name: string, store = new MemoryProfileStore()): Promise<{ c: RendezvousClient; store: MemoryProfileStore }> {
+  const c = await RendezvousClient.register({ store, crypto, server: server.url, user: name, pin: await pin(name), pool: { prekeys: 5, topicKeys: 5 } });
+  return { c, store };
+}
+
+async function rejects(p: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(isRendezvousError(e), `expected a RendezvousError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    return true;
+  });
+}
+
+before(async () => {
+  running = await socketServer('client.test');
+  server = running.server;
+});
+after(async () => running.close());
+
+describe('a topic between three users', () => {
+  it('is created with roles and a title, and every member reads the same verified messages', async () => {
+    const { c: alice } = await newUser('alice');
+    const { c: bob } = await newUser('bob');
+    const { c: carol } = await newUser('carol');
+    const id = await alice.createTopic({
+      title: 'plans',
+      members: [
+        { user: 'bob', role: 'participant' },
+        { user: 'carol', role: 'observer' },
+      ],
+    });
+    await alice.send(id, { text: 'hello from alice' });
+    await bob.sync();
+    await bob.send(id, { text: 'hi from bob' });
+    await rejects(carol.sync().then(() => carol.send(id, { text: 'may I?' })), 'topic.read_only');
+    for (const c of [alice, bob, carol]) {
+      await c.sync();
+      const t = c.topic(id);
+      assert.equal(t.title, 'plans');
+      assert.deepEqual(
+        t.members.map((m) => [m.user, m.role]),
+        [
+          ['alice@client.test', 'admin'],
+          ['bob@client.test', 'participant'],
+          ['carol@client.test', 'observer'],
+        ],
+      );
+      assert.deepEqual(
+        c.messages(id).filter((m) => m.type === 'text').map((m) => [m.sender, m.text]),
+        [
+          ['alice@client.test', 'hello from alice'],
+          ['bob@client.test', 'hi from bob'],
+        ],
+      );
+      assert.deepEqual(t.alarms, [], 'an honest server raises no alarm');
+    }
+    assert.equal(alice.safetyNumber('bob'), bob.safetyNumber('alice'), 'both sides compute the same safety number');
+  });
+
+  it('keeps everything in the profile: a reopened client has its topics, messages and session', async () => {
+    const { c: erin, store } = await newUser('erin');
+    const id = await erin.createTopic({ title: 'notes' });
+    await erin.send(id, { text: 'remember this' });
+    const again = await RendezvousClient.open({ store, crypto });
+    assert.equal(again.user, 'erin@client.test');
+    assert.deepEqual(
+      again.messages(id).filter((m) => m.type === 'text').map((m) => m.text),
+      ['remember this'],
+    );
+    await again.send(id, { text: 'and this' });
+    const v = await again.verify(id);
+    assert.equal(v.size, again.topic(id).size);
+  });
+
+  it('a removed member reads nothing new; a new member of a shared topic reads the history, of a hidden one not', async () => {
+    const { c: alice } = await newUser('frank');
+    const { c: bob } = await newUser('grace');
+    const { c: dave } = await newUser('heidi');
+    for (const history of ['shared', 'hidden'] as const) {
+      const id = await alice.createTopic({ history, members: [{ user: 'grace', role: 'participant' }] });
+      await alice.send(id, { text: `before (${history})` });
+      await bob.sync();
+      assert.equal(bob.topic(id).role, 'participant');
+      await alice.removeMember(id, 'grace');
+      await alice.send(id, { text: `after grace (${history})` });
+      await bob.sync();
+      assert.equal(bob.topic(id).role, null, 'grace is no longer a member');
+      assert.equal(bob.topic(id).active, false);
+      assert.ok(
+        !bob.messages(id).some((m) => m.text === `after grace (${history})`),
+        'grace never receives what was posted after her removal',
+      );
+      await alice.addMember(id, 'heidi');
+      await dave.sync();
+      const texts = dave.messages(id).map((m) => m.text);
+      assert.equal(texts.includes(`after grace (${history})`), history === 'shared', `history ${history}`);
+      assert.equal(texts.includes(`before (${history})`), history === 'shared');
+    }
+  });
+
+  it('never prints its secrets', async () => {
+    const { c } = await newUser('ivan');
+    const shown = [inspect(c), String(c), JSON.stringify(c), `${c}`].join('\n');
+    assert.doesNotMatch(shown, /seed|secret|token/i);
+    assert.match(shown, /ivan@client\.test/);
+  });
+});
