@@ -136,7 +136,8 @@ const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
 export class RendezvousClient {
-  private readonly api: ServerApi;
+  /** The server API with this device's session (for SDK modules such as files; handle with care). */
+  readonly api: ServerApi;
   private readonly crypto: CryptoProvider;
   private readonly random: Random;
   private readonly now: () => number;
@@ -554,10 +555,18 @@ export class RendezvousClient {
 
   async send(topic: string, content: { text: string } | { json: unknown }): Promise<number> {
     const c = 'text' in content ? { type: 'text' as const, body: utf8(content.text) } : { type: 'json' as const, body: utf8(JSON.stringify(content.json)) };
+    return this.postContent(topic, c);
+  }
+
+  /**
+   * Posts any content type (protocol §8.2): what `send` and the files module use. Syncs first,
+   * and seals again if the topic moved to a new epoch meanwhile.
+   */
+  async postContent(topic: string, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<number> {
     return this.authed(async () => {
       const topicId = fromBase64url(topic);
       await this.syncTopic(topicId);
-      const index = await this.post(topicId, c);
+      const index = await this.post(topicId, content);
       await this.save();
       return index;
     });
