@@ -39,12 +39,14 @@ export async function main(argv: string[]): Promise<number> {
       case 'whoami':
       case 'topic':
       case 'send':
+      case 'fetch-file':
       case 'read':
       case 'sync':
       case 'verify':
       case 'contacts':
       case 'safety-number':
       case 'device':
+      case 'watch':
         return await userCommand(command, rest);
       case undefined:
       case 'help':

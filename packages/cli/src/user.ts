@@ -6,7 +6,12 @@
  */
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline/promises';
-import { isRendezvousError, type Role } from '@rendezvous/protocol';
+import { createReadStream, existsSync, statSync, unlinkSync } from 'node:fs';
+import { link, open, rename, stat, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { RendezvousError, decodeFileRef, isRendezvousError, type Role } from '@rendezvous/protocol';
+import type { FileProgress } from '@rendezvous/client';
 
 export class UsageError extends Error {}
 
@@ -17,11 +22,16 @@ export const USER_USAGE = `user commands (global: --profile DIR, --json):
   rendezvous topic list | show <topic>
   rendezvous topic add <topic> <user> [--role R] | remove <topic> <user> | role <topic> <user> <role> | leave <topic>
   rendezvous send <topic> <text>                                     post a message
+  rendezvous send <topic> --file PATH                                share a file (encrypted, streamed)
+  rendezvous fetch-file <topic> <entry> [--out PATH] [--force]       download, verify and decrypt a file
   rendezvous read <topic> [--from N]                                 show the messages (verified)
   rendezvous sync                                                    fetch and verify everything new
   rendezvous verify <topic>                                          re-verify the whole log, print the head
   rendezvous contacts | safety-number <user>                         pinned identities
-  rendezvous device list
+  rendezvous device link                                             show a code (and QR) for a new device, wait for it
+  rendezvous device join <code> [--server URL]                       make this profile a new device of that account
+  rendezvous device list | remove <id>
+  rendezvous watch                                                   print messages live as they arrive
 
   <topic> is a topic id or its title. The profile is encrypted with a passphrase when one is
   given (--passphrase prompts; or set RENDEZVOUS_PASSPHRASE for scripts).`;
@@ -86,6 +96,9 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
       'backward-secrecy': { type: 'boolean' },
       role: { type: 'string' },
       from: { type: 'string' },
+      file: { type: 'string' },
+      out: { type: 'string' },
+      force: { type: 'boolean' },
     },
   });
   const values = parsed.values;
@@ -109,6 +122,29 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
     return file.withLock(async () => {
       const c = await RendezvousClient.register({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket, server: values.server!, user: name, pin: values.pin! });
       ctx.out(`registered ${c.user} (device ${c.deviceId}) on ${c.serverUrl}; profile in ${dir}`, { user: c.user, deviceId: c.deviceId, server: c.serverUrl, profile: dir });
+      return 0;
+    });
+  }
+
+  if (command === 'device' && positionals[0] === 'join') {
+    const code = positionals[1];
+    if (!code) throw new UsageError('device join needs <code> (from `rendezvous device link` on your other device)');
+    const { file, store } = await profileStore(dir, { create: true, passphrase: values.passphrase === true });
+    return file.withLock(async () => {
+      const c = await RendezvousClient.join({
+        store,
+        crypto: nodeCrypto,
+        WebSocket: NodeWebSocket,
+        code,
+        ...(values.server === undefined ? {} : { server: values.server }),
+        onStatus: (s) => !ctx.json && process.stderr.write(`… ${s}\n`),
+      });
+      ctx.out(`this device (${c.deviceId}) is now ${c.user}'s, with ${c.topics().length} topics synced; profile in ${dir}`, {
+        user: c.user,
+        deviceId: c.deviceId,
+        topics: c.topics().length,
+        profile: dir,
+      });
       return 0;
     });
   }
@@ -159,6 +195,11 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
       }
       case 'send': {
         const [ref, ...words] = positionals;
+        if (values.file !== undefined) {
+          if (words.length > 0) throw new UsageError('send takes <text> or --file PATH, not both');
+          await c.sync();
+          return sendFileCommand(c, ctx, topicRef(ref), values.file, nodeCrypto);
+        }
         if (words.length === 0) throw new UsageError('send needs <topic> <text>');
         await c.sync();
         const index = await c.send(topicRef(ref), { text: words.join(' ') });
@@ -175,11 +216,24 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
           const when = new Date(m.timestamp).toISOString().replace('T', ' ').slice(0, 19);
           if (m.rejected) return `[${m.index}] ${when} ${m.sender ?? '?'}: (dropped: ${m.rejected})`;
           if (m.type === 'topic-info') return `[${m.index}] ${when} ${m.sender} set the topic info: ${m.body === null ? '' : Buffer.from(m.body).toString()}`;
+          if (m.type === 'file' && m.body !== null) {
+            const f = fileOf(m.body);
+            const what = f === null ? '(a file with a malformed reference)' : `(file "${printable(f.name)}", ${bytes(f.size)}, ${printable(f.mediaType)}: rendezvous fetch-file ${id} ${m.index})`;
+            return `[${m.index}] ${when} ${m.sender}: ${what}`;
+          }
           return `[${m.index}] ${when} ${m.sender}: ${m.text ?? (m.body === null ? '(cannot decrypt: from before you joined)' : `(${m.type})`)}`;
         });
         ctx.out(lines.length ? lines.join('\n') : 'no messages', {
           topic: id,
-          messages: msgs.map((m) => ({ index: m.index, timestamp: m.timestamp, sender: m.sender, type: m.type, text: m.text, rejected: m.rejected })),
+          messages: msgs.map((m) => ({
+            index: m.index,
+            timestamp: m.timestamp,
+            sender: m.sender,
+            type: m.type,
+            text: m.text,
+            rejected: m.rejected,
+            ...(m.type === 'file' && m.body !== null && { file: fileOf(m.body) }),
+          })),
         });
         return 0;
       }
@@ -202,10 +256,19 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         return 0;
       }
       case 'device': {
-        if (positionals[0] !== 'list') throw new UsageError('device commands: list');
-        const ds = await c.devices();
-        ctx.out(ds.map((d) => `${d.deviceId}${d.current ? '  (this device)' : ''}`).join('\n'), { devices: ds });
-        return 0;
+        const devices = await import('./devices.ts');
+        if (positionals[0] === 'list') return devices.deviceList(c, ctx.out.bind(ctx));
+        if (positionals[0] === 'link') return devices.deviceLink(c, ctx.json, ctx.out.bind(ctx));
+        if (positionals[0] === 'remove') return devices.deviceRemove(c, positionals[1], ctx.out.bind(ctx));
+        throw new UsageError('device commands: link, join, list, remove');
+      }
+      case 'watch':
+        return (await import('./devices.ts')).watch(c, ctx.json);
+      case 'fetch-file': {
+        const [ref, entry] = positionals;
+        if (entry === undefined || !/^[0-9]{1,15}$/.test(entry)) throw new UsageError('fetch-file needs <topic> <entry> (the entry number rendezvous read shows)');
+        await c.sync();
+        return fetchFileCommand(c, ctx, topicRef(ref), Number(entry), { out: values.out, force: values.force === true }, nodeCrypto);
       }
       case 'topic':
         return topic(c, ctx, positionals, values, topicRef, role);
@@ -298,7 +361,216 @@ export function explain(e: unknown): string {
     'identity.changed': 'compare safety numbers with that person before you trust the new key',
     'keys.exhausted': 'the other user must come online so their client replenishes its keys',
     'crypto.decrypt_failed': 'wrong passphrase (RENDEZVOUS_PASSPHRASE)?',
+    'file.bad_blob': 'the server sent something other than the file that was shared: nothing was kept',
+    'blob.unknown': 'the file is no longer on the server',
+    'blob.quota_exceeded': 'your file storage on the server is full',
+    'request.too_large': 'the file is larger than the server accepts',
   };
-  const hint = hints[e.code];
+  const fileHint = (e.details as { file?: unknown } | undefined)?.file === true;
+  const hint = fileHint && e.code === 'crypto.decrypt_failed' ? 'the sender shared a file that does not open with its key: nothing was kept' : hints[e.code];
   return `${e.code}: ${e.message}${hint ? `\n  ${hint}` : ''}`;
+}
+
+// ---- files ----------------------------------------------------------------------------------
+
+type Client = import('@rendezvous/client').RendezvousClient;
+type Crypto = import('@rendezvous/protocol').CryptoProvider;
+
+/** Media types by extension, for the common cases; anything else is application/octet-stream. */
+const MEDIA_TYPES: Record<string, string> = {
+  '.txt': 'text/plain',
+  '.md': 'text/markdown',
+  '.csv': 'text/csv',
+  '.html': 'text/html',
+  '.htm': 'text/html',
+  '.json': 'application/json',
+  '.pdf': 'application/pdf',
+  '.zip': 'application/zip',
+  '.gz': 'application/gzip',
+  '.tar': 'application/x-tar',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.gif': 'image/gif',
+  '.webp': 'image/webp',
+  '.svg': 'image/svg+xml',
+  '.mp3': 'audio/mpeg',
+  '.ogg': 'audio/ogg',
+  '.mp4': 'video/mp4',
+  '.webm': 'video/webm',
+};
+
+export function mediaTypeOf(path: string): string {
+  return MEDIA_TYPES[extname(path).toLowerCase()] ?? 'application/octet-stream';
+}
+
+/** The FileRef summary of a file message, or null if it does not decode. */
+function fileOf(body: Uint8Array): { name: string; mediaType: string; size: number } | null {
+  try {
+    const f = decodeFileRef(body);
+    return { name: f.name, mediaType: f.mediaType, size: f.size };
+  } catch {
+    return null;
+  }
+}
+
+/** A name or media type from another user, safe to print: no control characters. */
+function printable(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  for (; v >= 1024 && u < units.length - 1; u++) v /= 1024;
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
+}
+
+/**
+ * A progress bar on stderr when it is a terminal (phase, bar, percentage, bytes, rate), redrawn
+ * at most ten times a second; nothing otherwise, so scripts and pipes see only the result.
+ */
+function progressBar(): { update(p: FileProgress): void; end(): void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, end: () => undefined };
+  let phase = '';
+  let started = 0;
+  let drawn = 0;
+  const labels: Record<string, string> = { hashing: 'encrypting', uploading: 'uploading', downloading: 'downloading' };
+  return {
+    update(p) {
+      const now = Date.now();
+      if (p.phase !== phase) {
+        if (phase !== '') process.stderr.write('\n');
+        phase = p.phase;
+        started = now;
+        drawn = 0;
+      }
+      if (p.bytes < p.total && now - drawn < 100) return;
+      drawn = now;
+      const frac = p.total === 0 ? 1 : p.bytes / p.total;
+      const width = 24;
+      const full = Math.round(frac * width);
+      const rate = p.bytes / Math.max(0.001, (now - started) / 1000);
+      const line = `${(labels[p.phase] ?? p.phase).padEnd(11)} [${'#'.repeat(full)}${'-'.repeat(width - full)}] ${String(Math.floor(frac * 100)).padStart(3)}%  ${bytes(p.bytes)} / ${bytes(p.total)}  ${bytes(Math.round(rate))}/s`;
+      process.stderr.write(`\r${line}\u001b[K`);
+    },
+    end() {
+      if (phase !== '') process.stderr.write('\n');
+      phase = '';
+    },
+  };
+}
+
+/** A web stream of a file on disk, pulled as the consumer reads (createReadStream's backpressure). */
+function fileStream(path: string): ReadableStream<Uint8Array> {
+  const it = createReadStream(path, { highWaterMark: 64 * 1024 })[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        const r = await it.next();
+        if (r.done) c.close();
+        else c.enqueue(r.value);
+      },
+      async cancel() {
+        await it.return?.();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+async function sendFileCommand(c: Client, ctx: Ctx, topicId: string, path: string, crypto: Crypto): Promise<number> {
+  const { sendFile } = await import('@rendezvous/client');
+  const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
+    throw new Error(`cannot read ${path}: ${e.code ?? e.message}`);
+  });
+  if (!st.isFile()) throw new Error(`${path} is not a regular file`);
+  const bar = progressBar();
+  let r;
+  try {
+    // The file is read twice (to hash, then to upload): see the SDK's files module.
+    r = await sendFile(c, topicId, () => fileStream(path), { name: basename(path), mediaType: mediaTypeOf(path), size: st.size, crypto, onProgress: bar.update });
+  } finally {
+    bar.end();
+  }
+  ctx.out(`sent ${r.name} (${bytes(r.size)}) as entry ${r.index}`, r);
+  return 0;
+}
+
+/**
+ * The name to save a received file under, from the sender's FileRef name: its last path
+ * component, without control characters or leading dots, so it lands in the directory chosen,
+ * visible; `file-<entry>` if nothing is left.
+ */
+export function safeFileName(name: string, index: number): string {
+  const last = name.split(/[/\\]/).pop() ?? '';
+  const clean = last.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').replace(/^\.+/, '').trim();
+  return clean === '' ? `file-${index}` : clean;
+}
+
+async function fetchFileCommand(c: Client, ctx: Ctx, topicId: string, index: number, o: { out: string | undefined; force: boolean }, crypto: Crypto): Promise<number> {
+  const { fetchFile, fileInfo } = await import('@rendezvous/client');
+  const info = await fileInfo(c, topicId, index);
+  let out = resolve(o.out ?? safeFileName(info.name, index));
+  if (existsSync(out) && statSync(out).isDirectory()) out = join(out, safeFileName(info.name, index));
+  if (existsSync(out) && !o.force) throw new Error(`${out} exists: choose another --out, or --force to replace it`);
+
+  // Written beside the target, renamed into place only once every check has passed: a failed or
+  // interrupted transfer never leaves a partial file under the real name.
+  const temp = join(dirname(out), `.${basename(out)}.${randomBytes(6).toString('hex')}.part`);
+  const fh = await open(temp, 'wx');
+  const onSignal = () => {
+    try {
+      unlinkSync(temp);
+    } finally {
+      process.exit(130);
+    }
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const bar = progressBar();
+  let committed = false;
+  try {
+    let f;
+    try {
+      f = await fetchFile(
+        c,
+        topicId,
+        index,
+        async (chunk) => {
+          for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+        },
+        { crypto, onProgress: bar.update },
+      );
+    } catch (e) {
+      if (isRendezvousError(e, 'crypto.decrypt_failed')) throw new RendezvousError(e.code, e.message, { ...e.details, file: true });
+      throw e;
+    } finally {
+      bar.end();
+    }
+    await fh.sync();
+    await fh.close();
+    if (o.force) await rename(temp, out);
+    else {
+      // link refuses an existing target, so a file that appeared meanwhile is never replaced.
+      await link(temp, out).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'EEXIST') throw new Error(`${out} exists: choose another --out, or --force to replace it`);
+        throw e;
+      });
+      await unlink(temp);
+    }
+    committed = true;
+    const result = { index: f.index, sender: f.sender, name: f.name, mediaType: f.mediaType, size: f.size, blobId: f.blobId, path: out };
+    ctx.out(`saved ${printable(f.name)} (${bytes(f.size)}) from ${f.sender} to ${out}`, result);
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    if (!committed) {
+      await fh.close().catch(() => undefined);
+      await unlink(temp).catch(() => undefined);
+    }
+  }
 }

@@ -488,8 +488,10 @@ export class ServerApi {
     nonNegative('from', from);
     nonNegative('limit', limit);
     const o = await this.json({ method: 'GET', path: `${topicPath(topicId)}/entries?from=${from}&limit=${limit}`, retry: true });
-    const entries = o.objs('entries', Math.min(Math.max(1, limit), 1_000)).map((e, i) => ({
-      index: e.int('index', from + i, from + i),
+    // Only the shape is checked here: whether the indexes form the log the client holds (a
+    // gap, a fork, a harmless redelivery) is the mirror's judgement (protocol §11.3).
+    const entries = o.objs('entries', Math.min(Math.max(1, limit), 1_000)).map((e) => ({
+      index: e.int('index', 0, Number.MAX_SAFE_INTEGER),
       type: e.oneOf('type', ['update', 'message'] as const),
       entry: e.bytes('entry', { max: ENTRY_MAX }),
     }));

@@ -64,6 +64,7 @@ import { ServerApi, type WebSocketConstructor } from './api.ts';
 import { Contacts, safetyNumber, type Contact } from './contacts.ts';
 import type { ProfileStore } from './profile-store.ts';
 import { TopicMirror, type Alarm, type MirrorSnapshot } from './topic-mirror.ts';
+import { LINK_TTL_MS, decodeLinkCode, encodeLinkCode, linkedDeviceId, linkedDeviceSeed } from './link.ts';
 
 export interface ClientOptions {
   store: ProfileStore;
@@ -130,6 +131,8 @@ interface ProfileDoc {
   topics: string[];
   /** Topics the server no longer serves to this user (removed, or the topic was deleted). */
   gone: string[];
+  /** Live-delivery cursor (docs/server.md §Events): the last event this device processed. */
+  cursor?: number;
 }
 
 const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
@@ -200,6 +203,127 @@ export class RendezvousClient {
     await c.save();
     await c.replenish();
     return c;
+  }
+
+  /**
+   * Joins an existing account as a new device with a link code from one of its devices
+   * (docs/client.md §Devices): registers the device the code determines, uploads its prekeys,
+   * and waits until the linking device has handed over the user's topic keys; then syncs, so
+   * the new device reads every topic's history that its policy lets the user read.
+   */
+  static async join(
+    o: ClientOptions & { code: string; server?: string; timeoutMs?: number; onStatus?: (s: string) => void },
+  ): Promise<RendezvousClient> {
+    if ((await o.store.load()) !== null) throw new RendezvousError('user.exists', 'this profile already holds an account: use another profile');
+    const code = decodeLinkCode(o.code);
+    const random = o.random ?? ((n: number) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
+    const now = o.now ?? Date.now;
+    if (now() > code.createdAt + LINK_TTL_MS) throw new RendezvousError('auth.stale', 'the link code has expired: show a new one on the other device');
+    const serverUrl = o.server ?? code.serverUrl;
+    const probe = new ServerApi({ baseUrl: serverUrl, fetch: o.fetch, random });
+    const wk = await probe.wellKnown();
+    if (parseUserId(code.user).server !== wk.server) throw new RendezvousError('auth.forbidden', `${serverUrl} is ${wk.server}, not the server of ${code.user}`);
+    const identity = await probe.identityOf(code.user);
+    if (!equal(identity.identityKey, o.crypto.ed25519PublicKey(code.identitySeed))) {
+      throw new RendezvousError('identity.changed', `the server's identity key for ${code.user} is not the one in the link code`);
+    }
+    const deviceSeed = linkedDeviceSeed(o.crypto, code.linkSecret);
+    const cert = signDeviceCert(o.crypto, code.identitySeed, { user: code.user, deviceKey: o.crypto.ed25519PublicKey(deviceSeed), createdAt: now() });
+    o.onStatus?.('registering this device');
+    await probe.addDevice(code.user, encodeDeviceCert(cert));
+    const doc: ProfileDoc = {
+      v: 1,
+      serverUrl,
+      serverName: wk.server,
+      serverKey: toBase64url(wk.publicKey),
+      user: code.user,
+      identitySeed: toBase64url(code.identitySeed),
+      device: { seed: toBase64url(deviceSeed), id: deviceIdOf(cert.deviceKey) },
+      session: null,
+      prekeys: {},
+      topicKeys: {},
+      contacts: [],
+      topics: [],
+      gone: [],
+    };
+    const c = new RendezvousClient(o, doc);
+    c.contacts.check(code.user, identity.identityKey);
+    await c.save();
+    await c.replenishPrekeys();
+    o.onStatus?.('waiting for the other device to hand over the keys');
+    const deadline = now() + (o.timeoutMs ?? LINK_TTL_MS);
+    while (Object.keys(c.doc.topicKeys).length === 0) {
+      if ((await c.receiveBundles()) > 0) break;
+      if (now() > deadline) throw new RendezvousError('request.timeout', 'the other device did not hand over the keys: is `device link` still running there?');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    o.onStatus?.('syncing');
+    await c.sync();
+    return c;
+  }
+
+  /**
+   * Starts linking a new device (docs/client.md §Devices). Show `code` (text or QR) to the new
+   * device only; `wait()` resolves once that device has registered and received every topic
+   * key this user holds, sealed to its own one-time prekeys.
+   */
+  startLink(): { code: string; deviceId: string; wait(o?: { timeoutMs?: number; onStatus?: (s: string) => void }): Promise<void> } {
+    const linkSecret = this.random(32);
+    const code = encodeLinkCode({
+      serverUrl: this.doc.serverUrl,
+      user: this.doc.user,
+      identitySeed: fromBase64url(this.doc.identitySeed),
+      linkSecret,
+      createdAt: this.now(),
+    });
+    const target = linkedDeviceId(this.crypto, linkSecret);
+    const wait = async (o: { timeoutMs?: number; onStatus?: (s: string) => void } = {}) => {
+      const deadline = this.now() + (o.timeoutMs ?? LINK_TTL_MS);
+      o.onStatus?.('waiting for the new device to register');
+      await this.authed(async () => {
+        for (;;) {
+          // siblings() checks every listed device's certificate against the identity key.
+          const d = (await this.siblings()).find((x) => x.deviceId === target);
+          if (d !== undefined) {
+            const claimed = await this.api.claimPrekey(d.deviceId).catch((e: unknown) => {
+              if (isRendezvousError(e, 'keys.exhausted')) return null; // registered, prekeys not up yet
+              throw e;
+            });
+            if (claimed !== null) {
+              o.onStatus?.('handing over the keys');
+              const prekey = decodeDevicePrekey(claimed.prekey);
+              verifyDevicePrekey(this.crypto, prekey, d.cert.deviceKey);
+              const topicKeys = Object.values(this.doc.topicKeys).map((k) => ({
+                topicKey: decodeTopicKey(fromBase64url(k.key)),
+                secret: { signatureSeed: fromBase64url(k.signatureSeed), encryptionSecret: fromBase64url(k.encryptionSecret) },
+              }));
+              const bundle = sealKeyBundle(this.crypto, this.random, {
+                user: this.doc.user,
+                senderDeviceSeed: this.deviceSeed,
+                recipientDevice: d.cert.deviceKey,
+                recipientPrekey: prekey.prekey,
+                content: { topicKeys, epochSecrets: [] },
+              });
+              await this.api.sendBundles([{ deviceId: d.deviceId, bundle: encodeKeyBundle(bundle) }]);
+              return;
+            }
+          }
+          if (this.now() > deadline) throw new RendezvousError('request.timeout', 'no new device joined with the code: show a new code and try again');
+          await new Promise((r) => setTimeout(r, 300));
+        }
+      });
+    };
+    return { code, deviceId: target, wait };
+  }
+
+  /**
+   * Removes one of this user's other devices: the server revokes its sessions and never accepts
+   * its key again. Topic keys are not rotated (docs/client.md §Devices says why and what to do
+   * for a stolen device); new topic keys made from now on never reach it.
+   */
+  async removeDevice(deviceId: string): Promise<void> {
+    if (deviceId === this.doc.device.id) throw new RendezvousError('request.bad_field', 'remove another device; to leave, delete this profile');
+    await this.authed(() => this.api.deleteDevice(deviceId));
   }
 
   /** Opens the account kept in the profile store. */
@@ -302,6 +426,27 @@ export class RendezvousClient {
   async replenish(): Promise<{ prekeys: number; topicKeys: number }> {
     const pool = this.o.pool ?? DEFAULT_POOL;
     return this.authed(async () => {
+      const prekeys = await this.replenishPrekeys();
+      const counts = await this.api.keyCounts();
+      let topicKeys = 0;
+      if (counts.topicKeys < pool.topicKeys) {
+        const fresh = this.newTopicKeys(pool.topicKeys - counts.topicKeys);
+        await this.save();
+        for (let i = 0; i < fresh.length; i += 100) {
+          const batch = fresh.slice(i, i + 100);
+          const bundles = await this.bundlesForSiblings({ topicKeys: batch, epochSecrets: [] });
+          await this.api.uploadTopicKeys({ keys: batch.map((k) => encodeTopicKey(k.topicKey)), bundles });
+        }
+        topicKeys = fresh.length;
+      }
+      return { prekeys, topicKeys };
+    });
+  }
+
+  /** Tops up this device's one-time prekeys on the server (protocol §5.2). */
+  private async replenishPrekeys(): Promise<number> {
+    const pool = this.o.pool ?? DEFAULT_POOL;
+    return this.authed(async () => {
       const counts = await this.api.keyCounts();
       let prekeys = 0;
       if (counts.prekeys < pool.prekeys) {
@@ -317,18 +462,7 @@ export class RendezvousClient {
         for (let i = 0; i < fresh.length; i += 100) await this.api.uploadPrekeys(fresh.slice(i, i + 100));
         prekeys = fresh.length;
       }
-      let topicKeys = 0;
-      if (counts.topicKeys < pool.topicKeys) {
-        const fresh = this.newTopicKeys(pool.topicKeys - counts.topicKeys);
-        await this.save();
-        for (let i = 0; i < fresh.length; i += 100) {
-          const batch = fresh.slice(i, i + 100);
-          const bundles = await this.bundlesForSiblings({ topicKeys: batch, epochSecrets: [] });
-          await this.api.uploadTopicKeys({ keys: batch.map((k) => encodeTopicKey(k.topicKey)), bundles });
-        }
-        topicKeys = fresh.length;
-      }
-      return { prekeys, topicKeys };
+      return prekeys;
     });
   }
 
@@ -469,9 +603,10 @@ export class RendezvousClient {
         signer: 0,
         signatureSeed: this.keyLookup(topicKeyId(mine))!.signatureSeed,
       });
-      await this.api.createTopic(encodeTopicUpdate(built.update));
+      const encoded = encodeTopicUpdate(built.update);
+      const r = await this.api.createTopic(encoded);
       this.newMirror(topicId, this.doc.serverName);
-      await this.syncTopic(topicId);
+      await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), encoded));
       if (o.title !== undefined) await this.post(topicId, { type: 'topic-info', body: utf8(JSON.stringify({ title: o.title })) });
       await this.replenish();
       await this.save();
@@ -499,8 +634,14 @@ export class RendezvousClient {
       action,
       forceNewEpoch,
     });
-    await this.api.postUpdate(topicId, encodeTopicUpdate(built.update));
-    await this.syncTopic(topicId);
+    const r = await this.api.postUpdate(topicId, encodeTopicUpdate(built.update));
+    if (action.type === 'leave') {
+      // The server no longer serves the topic to a leaver; its mirror keeps what it verified.
+      this.doc.gone.push(toBase64url(topicId));
+      return;
+    }
+    const hash = encodeTopicUpdate(built.update);
+    await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), hash));
   }
 
   private memberOf(state: TopicState, user: string) {
@@ -593,7 +734,7 @@ export class RendezvousClient {
       });
       try {
         const r = await this.api.postMessage(topicId, encodeMessage(msg));
-        await this.syncTopic(topicId);
+        await this.checkAcknowledged(topicId, r, (e) => e.type === 'message' && equal(e.message.nonce, msg.nonce));
         return r.index;
       } catch (e) {
         // The topic moved on to a new epoch meanwhile: catch up and seal again.
@@ -636,6 +777,7 @@ export class RendezvousClient {
         const alarmsBefore = m.alarms.length;
         try {
           await this.syncTopic(t.topicId);
+          await this.completeRekey(t.topicId);
         } catch (e) {
           if (!isRendezvousError(e)) throw e;
           report.topics.push({ id, newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted: e.code });
@@ -649,6 +791,146 @@ export class RendezvousClient {
     });
   }
 
+  /**
+   * An acknowledgement is a promise the client holds the server to: the checkpoint it signed
+   * for the log ending with our entry is checked like any other, and after syncing, our entry
+   * must be at the index acknowledged. A server that drops or moves it later is caught
+   * (`log.fork`, `log.rollback`, `log.gap`).
+   */
+  private async checkAcknowledged(
+    topicId: Uint8Array,
+    r: { index: number; checkpoint: Uint8Array },
+    isOurs: (e: NonNullable<ReturnType<TopicMirror['entry']>>) => boolean,
+  ): Promise<void> {
+    const m = this.mirror(topicId);
+    m.checkCheckpoint(decodeCheckpoint(r.checkpoint));
+    this.dirty.add(toBase64url(topicId));
+    await this.syncTopic(topicId);
+    const e = m.entry(r.index);
+    if (e === undefined || !isOurs(e)) {
+      throw m.raise(new RendezvousError('log.fork', `the server acknowledged our entry at ${r.index} but serves another there`));
+    }
+  }
+
+  /**
+   * After a member leaves, the leaver still holds the epoch secret until an admin starts a new
+   * epoch (protocol §15.4): an admin's client does that as soon as it sees the leave.
+   */
+  private async completeRekey(topicId: Uint8Array): Promise<void> {
+    const m = this.mirror(topicId);
+    if (m.state?.pendingRekey !== true || m.me()?.role !== 'admin') return;
+    try {
+      await this.change(topicId, { type: 'rekey' });
+    } catch (e) {
+      // Another admin re-keyed first: the next sync shows it.
+      if (!isRendezvousError(e, 'topic.bad_parent')) throw e;
+      await this.syncTopic(topicId);
+    }
+  }
+
+  /**
+   * Live updates (docs/client.md §Watching): a WebSocket from the stored cursor; every entry
+   * event makes the topic sync (verified, as ever), and what is new is handed to `onMessage`.
+   * Reconnects with back-off and resumes from the cursor, so nothing is lost or repeated.
+   */
+  watch(h: {
+    onMessage?: (topic: TopicView, m: TopicMessage) => void;
+    onAlarm?: (topic: string, code: ErrorCode, message: string) => void;
+    onStatus?: (s: 'connected' | 'reconnecting', detail?: string) => void;
+  }): { stop(): void; done: Promise<void> } {
+    let stopped = false;
+    let conn: { close(): void } | null = null;
+    let wake: (() => void) | null = null;
+    const handleBatch = async (b: Awaited<ReturnType<ServerApi['events']>>) => {
+      const touched = new Set<string>();
+      let relist = b.resync;
+      for (const e of b.events) {
+        if (e.kind === 'entry') touched.add(toBase64url(e.topicId));
+        else if (e.kind === 'membership') relist = true;
+      }
+      if (b.bundles !== undefined && b.bundles.length > 0) await this.receiveBundles();
+      if (relist) {
+        const before = new Map([...this.mirrors].map(([id, m]) => [id, m.size]));
+        const r = await this.sync();
+        for (const t of r.topics) {
+          if (t.halted !== null) h.onAlarm?.(t.id, t.halted, 'stopped verifying this topic');
+          for (const a of t.alarms) h.onAlarm?.(t.id, a.code, a.message);
+          this.emitNew(t.id, before.get(t.id) ?? 0, h.onMessage);
+        }
+      } else {
+        for (const id of touched) {
+          const m = this.mirrors.get(id);
+          if (m === undefined) continue;
+          const from = m.size;
+          const alarmsBefore = m.alarms.length;
+          try {
+            await this.syncTopic(m.topicId);
+            await this.completeRekey(m.topicId);
+          } catch (e) {
+            if (!isRendezvousError(e)) throw e;
+            h.onAlarm?.(id, e.code, e.message);
+          }
+          for (const a of m.alarms.slice(alarmsBefore)) h.onAlarm?.(id, a.code, a.message);
+          this.emitNew(id, from, h.onMessage);
+        }
+      }
+      this.doc.cursor = b.cursor;
+      await this.save();
+    };
+    const done = (async () => {
+      let delay = 250;
+      while (!stopped) {
+        try {
+          await this.ensureSession();
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            conn = this.api.connectLive(this.doc.cursor ?? 0, {
+              onOpen: () => {
+                delay = 250;
+                h.onStatus?.('connected');
+              },
+              onBatch: handleBatch,
+              onClose: (info) => {
+                if (info.code === 4001 || info.code === 4003) {
+                  // The session ended: log in again on the next round.
+                  this.api.token = null;
+                  this.doc.session = null;
+                }
+                if (!stopped) h.onStatus?.('reconnecting', info.error === undefined ? `closed ${info.code}` : String(info.error));
+                resolve();
+              },
+            });
+          });
+        } catch (e) {
+          if (!stopped) h.onStatus?.('reconnecting', (e as Error).message);
+        }
+        if (stopped) break;
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, delay);
+          wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        delay = Math.min(delay * 2, 15_000);
+      }
+    })();
+    return {
+      stop: () => {
+        stopped = true;
+        (conn as { close(): void } | null)?.close();
+        (wake as (() => void) | null)?.();
+      },
+      done,
+    };
+  }
+
+  private emitNew(id: string, from: number, onMessage?: (topic: TopicView, m: TopicMessage) => void): void {
+    if (onMessage === undefined) return;
+    const view = this.topic(id);
+    for (const msg of this.messages(id, from)) onMessage(view, msg);
+  }
+
   /** Brings one topic's mirror up to the server's checkpoint, verifying as it goes. */
   async syncTopic(topicId: Uint8Array): Promise<void> {
     const m = this.mirror(topicId);
@@ -658,7 +940,9 @@ export class RendezvousClient {
       for (const e of r.entries) m.accept(e.index, e.entry);
       m.checkCheckpoint(decodeCheckpoint(r.checkpoint));
       if (m.size >= m.target) return;
-      if (r.entries.length === 0) throw new RendezvousError('log.gap', `the server signed ${m.target} entries but sends none after ${m.size}`);
+      if (r.entries.length === 0) {
+        throw m.raise(new RendezvousError('log.gap', `the server signed ${m.target} entries but sends none after ${m.size}`));
+      }
     }
   }
 
@@ -782,6 +1066,10 @@ export function encodeSnapshot(s: MirrorSnapshot): Uint8Array {
   w.list(s.epochSecrets, (w, e) => w.varint(e.epoch).fixed(e.secret, 32));
   w.bool(s.checkpoint !== null);
   if (s.checkpoint !== null) w.raw(encodeCheckpoint(s.checkpoint));
+  w.bool(s.pendingCheckpoint !== null);
+  if (s.pendingCheckpoint !== null) w.raw(encodeCheckpoint(s.pendingCheckpoint));
+  w.bool(s.halted !== null);
+  if (s.halted !== null) w.string(s.halted.code).string(s.halted.message);
   return w.finish();
 }
 
@@ -794,7 +1082,9 @@ export function decodeSnapshot(b: Uint8Array): MirrorSnapshot {
   const rejected = r.list((r) => ({ index: r.varint(), code: r.string(64) as ErrorCode }));
   const epochSecrets = r.list((r) => ({ epoch: r.varint(), secret: r.fixed(32) }));
   const checkpoint = r.bool() ? readCheckpoint(r) : null;
+  const pendingCheckpoint = r.bool() ? readCheckpoint(r) : null;
+  const halted = r.bool() ? { code: r.string(64) as ErrorCode, message: r.string(4096) } : null;
   r.end();
-  return { topicId, hostKey, entries, rejected, epochSecrets, checkpoint };
+  return { topicId, hostKey, entries, rejected, epochSecrets, checkpoint, pendingCheckpoint, halted };
 }
 

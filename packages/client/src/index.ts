@@ -17,3 +17,17 @@ export {
   type ProfileStore,
 } from './profile-store.ts';
 export { Secret, REDACTED } from './secret.ts';
+export {
+  sendFile,
+  fetchFile,
+  fileInfo,
+  type FileSource,
+  type FileSink,
+  type FileProgress,
+  type FileSummary,
+  type FileEntry,
+  type SendFileOptions,
+  type FetchFileOptions,
+  type SentFile,
+  type FetchedFile,
+} from './files.ts';

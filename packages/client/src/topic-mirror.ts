@@ -82,6 +82,9 @@ export interface MirrorSnapshot {
   rejected: { index: number; code: ErrorCode }[];
   epochSecrets: { epoch: number; secret: Uint8Array }[];
   checkpoint: Checkpoint | null;
+  /** A signed checkpoint ahead of the entries held: compared when they arrive. */
+  pendingCheckpoint: Checkpoint | null;
+  halted: { code: ErrorCode; message: string } | null;
 }
 
 export interface Alarm {
@@ -160,8 +163,14 @@ export class TopicMirror {
    */
   accept(index: number, bytes: Uint8Array): MirrorEntry | null {
     if (this._halted !== null) throw this._halted;
-    // Shape first (protocol §11.3): a rejected entry changes nothing.
-    const shape = this.monitor.append(index, bytes);
+    // Shape first (protocol §11.3): a rejected entry changes nothing, but an honest server
+    // never sends one, so the mirror stops trusting this server's view of the topic.
+    let shape: ReturnType<LogMonitor['append']>;
+    try {
+      shape = this.monitor.append(index, bytes);
+    } catch (err) {
+      throw this.raise(err);
+    }
     if (!shape.appended) return null;
     const e = decodeLogEntry(bytes);
     try {
@@ -177,11 +186,16 @@ export class TopicMirror {
       return out;
     } catch (err) {
       // The monitor already holds the leaf; the mirror cannot go on without the entry.
-      throw this.halt(err);
+      throw this.raise(err);
     }
   }
 
-  private halt(err: unknown): RendezvousError {
+  /**
+   * Halts the mirror with a fault found outside it (a server that signs entries it then does
+   * not serve, or acknowledges a post it does not keep): kept in the snapshot, so it survives
+   * restarts, and every later accept or checkpoint throws it.
+   */
+  raise(err: unknown): RendezvousError {
     const e = isRendezvousError(err) ? err : new RendezvousError('encoding.bad_value', String(err));
     this._halted = e;
     return e;
@@ -270,14 +284,14 @@ export class TopicMirror {
     if (this._halted !== null) throw this._halted;
     verifyCheckpoint(this.crypto, cp, this.hostKey, this.topicId);
     if (this._state !== null && cp.origin !== this._state.host) {
-      throw this.halt(new RendezvousError('log.bad_checkpoint', `checkpoint signed by ${cp.origin}, the topic is hosted by ${this._state.host}`));
+      throw this.raise(new RendezvousError('log.bad_checkpoint', `checkpoint signed by ${cp.origin}, the topic is hosted by ${this._state.host}`));
     }
     const newest = this.pendingCheckpoint ?? this._checkpoint;
     if (newest !== null && cp.size < newest.size) {
-      throw this.halt(new RendezvousError('log.rollback', `the server went back from ${newest.size} to ${cp.size} entries`));
+      throw this.raise(new RendezvousError('log.rollback', `the server went back from ${newest.size} to ${cp.size} entries`));
     }
     if (newest !== null && cp.size === newest.size && !equal(cp.root, newest.root)) {
-      throw this.halt(new RendezvousError('log.fork', `two different logs of size ${cp.size}`));
+      throw this.raise(new RendezvousError('log.fork', `two different logs of size ${cp.size}`));
     }
     if (cp.size > this.log.size) {
       this.pendingCheckpoint = cp;
@@ -288,7 +302,7 @@ export class TopicMirror {
 
   private compareCheckpoint(cp: Checkpoint): void {
     if (!equal(this.log.root(cp.size), cp.root)) {
-      throw this.halt(new RendezvousError('log.fork', `the server's log of size ${cp.size} is not the one it sent`));
+      throw this.raise(new RendezvousError('log.fork', `the server's log of size ${cp.size} is not the one it sent`));
     }
     if (this._checkpoint === null || cp.size >= this._checkpoint.size) this._checkpoint = cp;
   }
@@ -301,6 +315,8 @@ export class TopicMirror {
       rejected: this.entries.flatMap((e) => (e.type === 'message' && e.rejected !== null ? [{ index: e.index, code: e.rejected }] : [])),
       epochSecrets: [...this.epochSecrets].map(([epoch, secret]) => ({ epoch, secret })),
       checkpoint: this._checkpoint,
+      pendingCheckpoint: this.pendingCheckpoint,
+      halted: this._halted === null ? null : { code: this._halted.code, message: this._halted.message },
     };
   }
 
@@ -336,6 +352,8 @@ export class TopicMirror {
     });
     for (const { epoch, secret } of snap.epochSecrets) m.epochSecrets.set(epoch, secret);
     if (snap.checkpoint !== null) m.compareCheckpoint(snap.checkpoint);
+    m.pendingCheckpoint = snap.pendingCheckpoint;
+    if (snap.halted !== null) m._halted = new RendezvousError(snap.halted.code, snap.halted.message);
     return m;
   }
 

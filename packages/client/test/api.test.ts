@@ -393,7 +393,8 @@ describe('errors', () => {
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { server: 'x', publicKey: toBase64url(random(31)), apiVersion: 1, version: 'v' })) }).wellKnown(), 'publicKey'],
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { server: 'x', publicKey: 'not base64url!', apiVersion: 1, version: 'v' })) }).wellKnown(), 'publicKey'],
       [() => api({ fetch: fakeFetch(() => true, () => new Response('{"server":', { status: 200 })) }).wellKnown(), 'JSON'],
-      [() => api({ fetch: fakeFetch(() => true, () => json(200, { entries: [{ index: 5, type: 'message', entry: 'AA' }], checkpoint: 'AA' })), token: 't' }).entries(random(16), 0), 'index'],
+      // Out-of-order indexes are well-formed here: the mirror judges them (protocol §11.3).
+      [() => api({ fetch: fakeFetch(() => true, () => json(200, { entries: [{ index: -1, type: 'message', entry: 'AA' }], checkpoint: 'AA' })), token: 't' }).entries(random(16), 0), 'index'],
       [() => api({ fetch: fakeFetch(() => true, () => json(201, { index: 3, size: 2, checkpoint: 'AA' })), token: 't' }).postMessage(random(16), random(8)), 'index'],
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { events: [{ seq: 5, kind: 'entry', topicId: toBase64url(random(16)), index: 0, type: 'message', entry: 'AA' }, { seq: 4, kind: 'bundle' }], cursor: 5, checkpoints: {} })), token: 't' }).events(0), 'seq'],
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { events: [], cursor: 1, checkpoints: { short: 'AA' } })), token: 't' }).events(0), 'checkpoints'],

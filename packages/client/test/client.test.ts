@@ -12,6 +12,7 @@ import type { RunningServer } from '@rendezvous/server';
 import { ADMIN_TOKEN, socketServer } from '../../server/test/helpers.ts';
 import { RendezvousClient } from '../src/client.ts';
 import { MemoryProfileStore } from '../src/profile-store.ts';
+import { NodeWebSocket } from '../src/node/ws.ts';
 
 let server: RunningServer;
 let running: Awaited<ReturnType<typeof socketServer>>;
@@ -27,7 +28,7 @@ async function pin(user: string): Promise<string> {
 }
 
 async function newUser(name: string, store = new MemoryProfileStore()): Promise<{ c: RendezvousClient; store: MemoryProfileStore }> {
-  const c = await RendezvousClient.register({ store, crypto, server: server.url, user: name, pin: await pin(name), pool: { prekeys: 5, topicKeys: 5 } });
+  const c = await RendezvousClient.register({ store, crypto, WebSocket: NodeWebSocket, server: server.url, user: name, pin: await pin(name), pool: { prekeys: 5, topicKeys: 5 } });
   return { c, store };
 }
 
@@ -104,6 +105,7 @@ describe('a topic between three users', () => {
     const { c: alice } = await newUser('frank');
     const { c: bob } = await newUser('grace');
     const { c: dave } = await newUser('heidi');
+    await newUser('ivan-extra');
     for (const history of ['shared', 'hidden'] as const) {
       const id = await alice.createTopic({ history, members: [{ user: 'grace', role: 'participant' }] });
       await alice.send(id, { text: `before (${history})` });
@@ -131,5 +133,112 @@ describe('a topic between three users', () => {
     const shown = [inspect(c), String(c), JSON.stringify(c), `${c}`].join('\n');
     assert.doesNotMatch(shown, /seed|secret|token/i);
     assert.match(shown, /ivan@client\.test/);
+  });
+});
+
+describe('devices', () => {
+  it('links a new device with a code: it reads every topic, hidden history included, and posts as the same user', async () => {
+    const { c: alice } = await newUser('judy');
+    const { c: bob } = await newUser('ken');
+    const shared = await alice.createTopic({ title: 'shared', members: [{ user: 'ken', role: 'participant' }] });
+    const hidden = await alice.createTopic({ title: 'hidden', history: 'hidden', members: [{ user: 'ken', role: 'participant' }] });
+    await alice.send(shared, { text: 'old news' });
+    await alice.send(hidden, { text: 'old secret' });
+    const link = alice.startLink();
+    const store2 = new MemoryProfileStore();
+    const [alice2] = await Promise.all([
+      RendezvousClient.join({ store: store2, crypto, code: link.code, pool: { prekeys: 5, topicKeys: 5 } }),
+      link.wait({ timeoutMs: 20_000 }),
+    ]);
+    assert.equal(alice2.user, alice.user);
+    assert.equal(alice2.deviceId, link.deviceId, 'the device the code determines');
+    assert.deepEqual(alice2.messages(shared).filter((m) => m.type === 'text').map((m) => m.text), ['old news']);
+    assert.deepEqual(alice2.messages(hidden).filter((m) => m.type === 'text').map((m) => m.text), ['old secret']);
+    await alice2.send(shared, { text: 'from my second device' });
+    await bob.sync();
+    assert.equal(bob.messages(shared).at(-1)?.sender, alice.user);
+    // A topic created on the second device is readable on the first: the topic key's secret
+    // reached it in a bundle, whichever device made the key.
+    const fromTwo = await alice2.createTopic({ title: 'made on device 2', members: [{ user: 'ken', role: 'participant' }] });
+    await alice2.send(fromTwo, { text: 'hello from device 2' });
+    await alice.sync();
+    assert.deepEqual(alice.messages(fromTwo).filter((m) => m.type === 'text').map((m) => m.text), ['hello from device 2']);
+    assert.equal((await alice.devices()).length, 2);
+    // Removing the device: it can do nothing more.
+    await alice.removeDevice(alice2.deviceId);
+    await rejects(alice2.send(shared, { text: 'still here?' }), 'device.unknown');
+    assert.equal((await alice.devices()).length, 1);
+  });
+
+  it('an offline device catches up with everything when it syncs', async () => {
+    const { c: alice } = await newUser('leo');
+    const { c: bob } = await newUser('mia');
+    const id = await alice.createTopic({ members: [{ user: 'mia', role: 'participant' }] });
+    for (let i = 0; i < 25; i++) await alice.send(id, { text: `m${i}` });
+    await alice.addMember(id, 'ivan');
+    await alice.send(id, { text: 'last' });
+    const r = await bob.sync();
+    assert.equal(r.topics.find((t) => t.id === id)?.newEntries, bob.topic(id).size);
+    assert.deepEqual(
+      bob.messages(id).filter((m) => m.type === 'text').map((m) => m.text),
+      [...Array.from({ length: 25 }, (_, i) => `m${i}`), 'last'],
+    );
+  });
+});
+
+describe('membership changes', () => {
+  it('a member leaves and an admin client re-keys on its next sync', async () => {
+    const { c: alice } = await newUser('nina');
+    const { c: bob } = await newUser('otto');
+    const id = await alice.createTopic({ members: [{ user: 'otto', role: 'participant' }] });
+    await bob.sync();
+    const epoch = bob.topic(id).epoch;
+    await bob.leave(id);
+    await alice.sync();
+    assert.equal(alice.topic(id).epoch, epoch + 1, 'the admin client started a new epoch');
+    await alice.send(id, { text: 'after the re-key' });
+    await bob.sync();
+    assert.equal(bob.topic(id).active, false);
+    assert.ok(!bob.messages(id).some((m) => m.text === 'after the re-key'), 'the leaver reads nothing new');
+  });
+});
+
+describe('watching', () => {
+  it('delivers new messages live and resumes from the cursor after a stop', async () => {
+    const { c: alice } = await newUser('pam');
+    const { c: bob } = await newUser('quin');
+    const id = await alice.createTopic({ members: [{ user: 'quin', role: 'participant' }] });
+    await bob.sync();
+    const seen: string[] = [];
+    let notify: () => void = () => {};
+    const w = bob.watch({ onMessage: (_t, m) => {
+      if (m.text !== null) seen.push(m.text);
+      notify();
+    } });
+    const until = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`saw only ${JSON.stringify(seen)}`)), 10_000);
+        notify = () => {
+          if (seen.length >= n) {
+            clearTimeout(t);
+            resolve();
+          }
+        };
+        notify();
+      });
+    await alice.send(id, { text: 'live 1' });
+    await until(1);
+    w.stop();
+    await w.done;
+    await alice.send(id, { text: 'while away' });
+    const w2 = bob.watch({ onMessage: (_t, m) => {
+      if (m.text !== null) seen.push(m.text);
+      notify();
+    } });
+    await alice.send(id, { text: 'live 2' });
+    await until(3);
+    w2.stop();
+    await w2.done;
+    assert.deepEqual(seen, ['live 1', 'while away', 'live 2']);
   });
 });
