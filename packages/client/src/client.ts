@@ -136,6 +136,32 @@ interface ProfileDoc {
 }
 
 const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
+
+/** A fresh profile for a device of `user` (its pools are filled after it is saved). */
+function newProfile(
+  serverUrl: string,
+  wk: { server: string; publicKey: Uint8Array },
+  user: string,
+  identitySeed: Uint8Array,
+  deviceSeed: Uint8Array,
+  deviceId: string,
+): ProfileDoc {
+  return {
+    v: 1,
+    serverUrl,
+    serverName: wk.server,
+    serverKey: toBase64url(wk.publicKey),
+    user,
+    identitySeed: toBase64url(identitySeed),
+    device: { seed: toBase64url(deviceSeed), id: deviceId },
+    session: null,
+    prekeys: {},
+    topicKeys: {},
+    contacts: [],
+    topics: [],
+    gone: [],
+  };
+}
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
 export class RendezvousClient {
@@ -183,22 +209,7 @@ export class RendezvousClient {
     const deviceSeed = random(32);
     const cert = signDeviceCert(o.crypto, identitySeed, { user, deviceKey: o.crypto.ed25519PublicKey(deviceSeed), createdAt: now() });
     await probe.register({ user, pin: o.pin, identityKey: o.crypto.ed25519PublicKey(identitySeed), deviceCert: encodeDeviceCert(cert) });
-    const doc: ProfileDoc = {
-      v: 1,
-      serverUrl: o.server,
-      serverName: wk.server,
-      serverKey: toBase64url(wk.publicKey),
-      user,
-      identitySeed: toBase64url(identitySeed),
-      device: { seed: toBase64url(deviceSeed), id: deviceIdOf(cert.deviceKey) },
-      session: null,
-      prekeys: {},
-      topicKeys: {},
-      contacts: [],
-      topics: [],
-      gone: [],
-    };
-    const c = new RendezvousClient(o, doc);
+    const c = new RendezvousClient(o, newProfile(o.server, wk, user, identitySeed, deviceSeed, deviceIdOf(cert.deviceKey)));
     c.contacts.check(user, o.crypto.ed25519PublicKey(identitySeed));
     await c.save();
     await c.replenish();
@@ -231,22 +242,7 @@ export class RendezvousClient {
     const cert = signDeviceCert(o.crypto, code.identitySeed, { user: code.user, deviceKey: o.crypto.ed25519PublicKey(deviceSeed), createdAt: now() });
     o.onStatus?.('registering this device');
     await probe.addDevice(code.user, encodeDeviceCert(cert));
-    const doc: ProfileDoc = {
-      v: 1,
-      serverUrl,
-      serverName: wk.server,
-      serverKey: toBase64url(wk.publicKey),
-      user: code.user,
-      identitySeed: toBase64url(code.identitySeed),
-      device: { seed: toBase64url(deviceSeed), id: deviceIdOf(cert.deviceKey) },
-      session: null,
-      prekeys: {},
-      topicKeys: {},
-      contacts: [],
-      topics: [],
-      gone: [],
-    };
-    const c = new RendezvousClient(o, doc);
+    const c = new RendezvousClient(o, newProfile(serverUrl, wk, code.user, code.identitySeed, deviceSeed, deviceIdOf(cert.deviceKey)));
     c.contacts.check(code.user, identity.identityKey);
     await c.save();
     await c.replenishPrekeys();
