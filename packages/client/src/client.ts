@@ -173,6 +173,8 @@ export class RendezvousClient {
   private readonly contacts: Contacts;
   private readonly mirrors = new Map<string, TopicMirror>();
   private readonly dirty = new Set<string>();
+  /** The progress callback of the sync in progress, if any. */
+  private progress: ((topic: string, size: number, target: number) => void) | undefined;
 
   private constructor(
     private readonly o: ClientOptions,
@@ -574,8 +576,15 @@ export class RendezvousClient {
 
   /** A topic key of this user for a new topic: claimed from the pool, so no one else gets it. */
   private async claimOwnTopicKey(): Promise<TopicKey> {
+    const used = new Set<string>();
+    for (const m of this.mirrors.values()) {
+      const me = m.me();
+      if (me !== undefined) used.add(topicKeyId(me.topicKey));
+    }
     for (let attempt = 0; attempt < 2; attempt++) {
       const k = await this.claimTopicKey(this.doc.user);
+      // A server that hands out a key again would link two topics (protocol §15.10).
+      if (used.has(topicKeyId(k))) throw new RendezvousError('topic.duplicate_key', 'the server handed out a topic key already used in another topic');
       if (this.doc.topicKeys[topicKeyId(k)] !== undefined) return k;
       // A sibling made it: its bundle should be waiting.
       await this.receiveBundles();
@@ -750,7 +759,8 @@ export class RendezvousClient {
    * checkpoint, and opens waiting key bundles. Topics whose mirror is halted are skipped and
    * reported; the alarm stays until the user deals with it.
    */
-  async sync(): Promise<SyncReport> {
+  async sync(o: { onProgress?: (topic: string, size: number, target: number) => void } = {}): Promise<SyncReport> {
+    this.progress = o.onProgress;
     return this.authed(async () => {
       const bundles = await this.receiveBundles();
       const report: SyncReport = { topics: [], bundles };
@@ -921,6 +931,34 @@ export class RendezvousClient {
     };
   }
 
+  /**
+   * The live messages as an async iterator (for `for await`): the same as `watch`, stopped when
+   * the loop ends. Alarms are delivered as `{ alarm }` items, so a loop never misses one.
+   */
+  async *live(): AsyncGenerator<{ topic: TopicView; message: TopicMessage } | { alarm: { topic: string; code: ErrorCode; message: string } }> {
+    type Item = { topic: TopicView; message: TopicMessage } | { alarm: { topic: string; code: ErrorCode; message: string } };
+    const queue: Item[] = [];
+    let wake: (() => void) | null = null;
+    const push = (i: Item) => {
+      queue.push(i);
+      wake?.();
+    };
+    const w = this.watch({
+      onMessage: (topic, message) => push({ topic, message }),
+      onAlarm: (topic, code, message) => push({ alarm: { topic, code, message } }),
+    });
+    try {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+    } finally {
+      w.stop();
+      await w.done;
+    }
+  }
+
   private emitNew(id: string, from: number, onMessage?: (topic: TopicView, m: TopicMessage) => void): void {
     if (onMessage === undefined) return;
     const view = this.topic(id);
@@ -935,6 +973,7 @@ export class RendezvousClient {
       this.dirty.add(toBase64url(topicId));
       for (const e of r.entries) m.accept(e.index, e.entry);
       m.checkCheckpoint(decodeCheckpoint(r.checkpoint));
+      this.progress?.(toBase64url(topicId), m.size, m.target);
       if (m.size >= m.target) return;
       if (r.entries.length === 0) {
         throw m.raise(new RendezvousError('log.gap', `the server signed ${m.target} entries but sends none after ${m.size}`));

@@ -241,4 +241,22 @@ describe('watching', () => {
     await w2.done;
     assert.deepEqual(seen, ['live 1', 'while away', 'live 2']);
   });
+
+  it('offers the same as an async iterator', async () => {
+    const { c: alice } = await newUser('rita');
+    const { c: bob } = await newUser('sam');
+    const id = await alice.createTopic({ members: [{ user: 'sam', role: 'participant' }] });
+    await bob.sync();
+    const got: string[] = [];
+    const reading = (async () => {
+      for await (const item of bob.live()) {
+        if ('message' in item && item.message.text !== null) got.push(item.message.text);
+        if (got.length === 2) break;
+      }
+    })();
+    await alice.send(id, { text: 'one' });
+    await alice.send(id, { text: 'two' });
+    await reading;
+    assert.deepEqual(got, ['one', 'two']);
+  });
 });
