@@ -2,9 +2,9 @@
  * The device WebSocket (docs/server.md §Events): `GET /v1/ws?after=CURSOR`, one per device
  * session, streaming the same event batches as `GET /v1/events` as they happen.
  *
- * Authentication: a session token in the `Authorization: Bearer` header of the upgrade
- * (refused with a plain HTTP error before any WebSocket exists), or, for browsers that cannot
- * set headers, in a first message `{"type":"auth","token":…}` within AUTH_TIMEOUT_MS.
+ * Authentication: a session token in the `Authorization: Bearer` header of the upgrade, or,
+ * for browsers that cannot set headers, in a first message `{"type":"auth","token":…}` within
+ * AUTH_TIMEOUT_MS. Either way a bad token is the close code 4001.
  *
  * Delivery is pull-driven from the store: the connection reads every event after its cursor,
  * sends it, and waits for a bus signal that concerns it before reading again. A batch is sent
@@ -73,7 +73,13 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
     const authed = m?.[1] === undefined ? Promise.resolve(null) : accounts.authenticate(ctx, m[1]);
     authed.then(
       (caller) => wss.handleUpgrade(req, socket, head, (ws) => void serve(ws, caller, cursor)),
-      (e) => reject(socket, 401, isRendezvousError(e) ? e : new RendezvousError('auth.invalid_token')),
+      // Upgrade, then close with 4001: a WebSocket client (browsers above all) never sees the
+      // status of a refused upgrade, only 1006, which looks like a network failure to retry.
+      () =>
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          ws.on('error', () => undefined);
+          ws.close(CloseCode.authFailed, 'session token is unknown, expired or revoked');
+        }),
     );
   });
 
