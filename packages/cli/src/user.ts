@@ -183,7 +183,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         ctx.out(`${c.user} on ${c.serverUrl} (device ${c.deviceId})`, { user: c.user, deviceId: c.deviceId, server: c.serverUrl, profile: dir });
         return 0;
       case 'sync': {
-        const r = await c.sync();
+        const r = await c.sync({ onProgress: syncProgress() });
         const lines = r.topics.map((t) => {
           const v = c.topics().find((x) => x.id === t.id);
           const name = v?.title ? `"${v.title}"` : t.id;
@@ -460,6 +460,19 @@ function progressBar(): { update(p: FileProgress): void; end(): void } {
       if (phase !== '') process.stderr.write('\n');
       phase = '';
     },
+  };
+}
+
+/** Entries verified per topic during a long sync, on a terminal only (one line, redrawn). */
+function syncProgress(): ((topic: string, size: number, target: number) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  let drawn = 0;
+  return (topic, size, target) => {
+    const now = Date.now();
+    if (size < target && now - drawn < 100) return;
+    drawn = now;
+    const pct = target === 0 ? 100 : Math.floor((size / target) * 100);
+    process.stderr.write(`\rverifying ${topic.slice(0, 8)}…  ${size} / ${target} entries (${pct}%)\u001b[K${size >= target ? '\r\u001b[K' : ''}`);
   };
 }
 

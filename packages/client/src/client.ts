@@ -351,6 +351,11 @@ export class RendezvousClient {
   get serverName(): string {
     return this.doc.serverName;
   }
+  /** The crypto provider this client was made with (SDK modules such as files use it too). */
+  get cryptoProvider(): CryptoProvider {
+    return this.crypto;
+  }
+
   get identityKey(): Uint8Array {
     return this.crypto.ed25519PublicKey(fromBase64url(this.doc.identitySeed));
   }

@@ -46,7 +46,6 @@ import {
   type FileRef,
   type Random,
 } from '@rendezvous/protocol';
-import { nobleCrypto } from '@rendezvous/protocol/crypto/noble';
 import type { RendezvousClient, TopicMessage } from './client.ts';
 
 /** The plaintext of a file to send: bytes, or a factory of streams of the same bytes (called twice). */
@@ -67,8 +66,7 @@ export interface FetchFileOptions {
   onProgress?(p: FileProgress): void;
   signal?: AbortSignal;
   /**
-   * The crypto provider (default @noble, as in browsers). Pass the one the client was made with
-   * (`nodeCrypto` in Node is several times faster); providers agree bit for bit.
+   * The crypto provider; default: the one the client was made with.
    */
   crypto?: CryptoProvider;
 }
@@ -133,7 +131,7 @@ const DEFAULT_MEDIA_TYPE = 'application/octet-stream';
  * size. Observers are refused (`topic.read_only`) before anything is read or sent.
  */
 export async function sendFile(client: RendezvousClient, topic: string, source: FileSource, o: SendFileOptions): Promise<SentFile> {
-  const crypto = o.crypto ?? nobleCrypto;
+  const crypto = o.crypto ?? client.cryptoProvider;
   const mediaType = o.mediaType ?? DEFAULT_MEDIA_TYPE;
   let open: () => Promise<ReadableStream<Uint8Array>>;
   let size: number;
@@ -318,7 +316,7 @@ export async function fileInfo(client: RendezvousClient, topic: string, index: n
  * of the file, or a WritableStream sink was aborted: the caller must not use that output.
  */
 export async function fetchFile(client: RendezvousClient, topic: string, index: number, sink?: FileSink, o: FetchFileOptions = {}): Promise<FetchedFile> {
-  const crypto = o.crypto ?? nobleCrypto;
+  const crypto = o.crypto ?? client.cryptoProvider;
   const { ref, entry } = await lookup(client, topic, index);
   const topicId = fromBase64url(topic);
   const total = encryptedFileSize(ref.size);

@@ -260,3 +260,61 @@ describe('watching', () => {
     assert.deepEqual(got, ['one', 'two']);
   });
 });
+
+describe('three users with two devices each', () => {
+  it('every device reads everything its user may; an observer posts from neither device; removal reaches both', async () => {
+    const people = [];
+    for (const [name, role] of [
+      ['uma', 'admin'],
+      ['vic', 'participant'],
+      ['wes', 'observer'],
+    ] as const) {
+      const { c: first } = await newUser(name);
+      const link = first.startLink();
+      const [second] = await Promise.all([
+        RendezvousClient.join({ store: new MemoryProfileStore(), crypto, WebSocket: NodeWebSocket, code: link.code, pool: { prekeys: 5, topicKeys: 5 } }),
+        link.wait({ timeoutMs: 20_000 }),
+      ]);
+      people.push({ name, role, devices: [first, second] });
+    }
+    const [uma, vic, wes] = people;
+    const id = await uma!.devices[0]!.createTopic({
+      title: 'six devices',
+      members: [
+        { user: 'vic', role: 'participant' },
+        { user: 'wes', role: 'observer' },
+      ],
+    });
+    const expected: string[] = [];
+    for (const p of [uma!, vic!]) {
+      for (const [i, d] of p.devices.entries()) {
+        await d.sync();
+        await d.send(id, { text: `${p.name} device ${i}` });
+        expected.push(`${p.name} device ${i}`);
+      }
+    }
+    for (const d of wes!.devices) {
+      await d.sync();
+      await rejects(d.send(id, { text: 'observer' }), 'topic.read_only');
+    }
+    for (const p of people) {
+      for (const d of p.devices) {
+        await d.sync();
+        assert.deepEqual(d.messages(id).filter((m) => m.type === 'text').map((m) => m.text), expected, `${p.name} reads it all`);
+        assert.deepEqual(d.topic(id).alarms, []);
+      }
+    }
+    await uma!.devices[1]!.removeMember(id, 'vic');
+    await uma!.devices[0]!.send(id, { text: 'after vic' });
+    for (const d of vic!.devices) {
+      await d.sync();
+      assert.equal(d.topic(id).active, false);
+      assert.ok(!d.messages(id).some((m) => m.text === 'after vic'), 'neither of vic’s devices reads on');
+    }
+    for (const d of wes!.devices) {
+      await d.sync();
+      assert.equal(d.messages(id).at(-1)?.text, 'after vic');
+    }
+  });
+});
+
