@@ -37,25 +37,82 @@ export async function deviceRemove(c: RendezvousClient, id: string | undefined, 
   return 0;
 }
 
-/** `watch`: prints entries as they arrive until interrupted. */
-export async function watch(c: RendezvousClient, json: boolean): Promise<number> {
-  await c.sync();
+/**
+ * `watch`: prints entries as they arrive until interrupted.
+ *
+ * It does not hold the profile while it waits, so other commands (a `send` in another
+ * terminal) can use the same profile. A WebSocket only wakes it up; each wake-up opens the
+ * profile under its lock, syncs (verifying, as every command does), prints what is new, saves
+ * and lets go.
+ */
+export async function watch(
+  withClient: <T>(fn: (c: RendezvousClient) => Promise<T>) => Promise<T>,
+  json: boolean,
+): Promise<number> {
+  const { ServerApi } = await import('@rendezvous/client');
+  const { NodeWebSocket } = await import('@rendezvous/client/node');
+  const printed = new Map<string, number>();
   const line = (t: TopicView, m: TopicMessage) => {
     if (json) return JSON.stringify({ topic: t.id, title: t.title, index: m.index, timestamp: m.timestamp, sender: m.sender, type: m.type, text: m.text, rejected: m.rejected });
     const when = new Date(m.timestamp).toISOString().slice(11, 19);
     const what = m.rejected ? `(dropped: ${m.rejected})` : (m.text ?? `(${m.type ?? 'unreadable'})`);
     return `${when} [${t.title ?? t.id}] ${m.sender ?? '?'}: ${what}`;
   };
-  const w = c.watch({
-    onMessage: (t, m) => console.log(line(t, m)),
-    onAlarm: (topic, code, message) => console.error(`ALARM ${topic}: ${code}: ${message}`),
-    onStatus: (s, detail) => {
-      if (!json) console.error(s === 'connected' ? '… watching (Ctrl-C to stop)' : `… reconnecting${detail ? ` (${detail})` : ''}`);
-    },
-  });
-  const stop = () => w.stop();
+  const catchUp = () =>
+    withClient(async (c) => {
+      const r = await c.sync();
+      for (const t of r.topics) {
+        if (t.halted !== null) console.error(`ALARM ${t.id}: ${t.halted}: stopped verifying this topic`);
+        for (const a of t.alarms) console.error(`ALARM ${t.id} entry ${a.index}: ${a.code}`);
+      }
+      for (const t of c.topics()) {
+        // What was there when watching began is history, not news.
+        const from = printed.get(t.id) ?? t.size;
+        for (const m of c.messages(t.id, from)) console.log(line(t, m));
+        printed.set(t.id, t.size);
+      }
+      return { url: c.serverUrl, token: c.api.token };
+    });
+  let session = await catchUp();
+  let stopped = false;
+  let conn: { close(): void } | null = null;
+  let wake: (() => void) | null = null;
+  const stop = () => {
+    stopped = true;
+    conn?.close();
+    wake?.();
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  await w.done;
+  let cursor = 0;
+  let delay = 250;
+  while (!stopped) {
+    const api = new ServerApi({ baseUrl: session.url, WebSocket: NodeWebSocket, token: session.token });
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+      conn = api.connectLive(cursor, {
+        onOpen: () => {
+          delay = 250;
+          if (!json) console.error('… watching (Ctrl-C to stop)');
+        },
+        onBatch: async (b) => {
+          cursor = b.cursor;
+          await catchUp();
+        },
+        onClose: () => resolve(),
+      });
+    });
+    if (stopped) break;
+    if (!json) console.error('… reconnecting');
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, delay);
+      wake = () => {
+        clearTimeout(t);
+        r();
+      };
+    });
+    delay = Math.min(delay * 2, 15_000);
+    session = await catchUp(); // also renews an expired session
+  }
   return 0;
 }

@@ -149,6 +149,22 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
     });
   }
 
+  if (command === 'watch') {
+    const { file, store } = await profileStore(dir);
+    return (await import('./devices.ts')).watch(
+      (fn) =>
+        file.withLock(async () => {
+          const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket });
+          try {
+            return await fn(c);
+          } finally {
+            await c.save();
+          }
+        }),
+      ctx.json,
+    );
+  }
+
   const { file, store } = await profileStore(dir);
   return file.withLock(async () => {
     const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket });
@@ -262,8 +278,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         if (positionals[0] === 'remove') return devices.deviceRemove(c, positionals[1], ctx.out.bind(ctx));
         throw new UsageError('device commands: link, join, list, remove');
       }
-      case 'watch':
-        return (await import('./devices.ts')).watch(c, ctx.json);
+
       case 'fetch-file': {
         const [ref, entry] = positionals;
         if (entry === undefined || !/^[0-9]{1,15}$/.test(entry)) throw new UsageError('fetch-file needs <topic> <entry> (the entry number rendezvous read shows)');
