@@ -783,7 +783,18 @@ export class RendezvousClient {
       for (const t of listed) {
         const id = toBase64url(t.topicId);
         this.doc.gone = this.doc.gone.filter((g) => g !== id);
-        const m = this.mirrors.get(id) ?? this.newMirror(t.topicId, t.host);
+        let m = this.mirrors.get(id);
+        if (m === undefined) {
+          try {
+            m = this.newMirror(t.topicId, t.host);
+          } catch (e) {
+            // A topic this client cannot follow (another host, until federation) is reported,
+            // and never stops the sync of the others.
+            if (!isRendezvousError(e)) throw e;
+            report.topics.push({ id, newEntries: 0, alarms: [], halted: e.code });
+            continue;
+          }
+        }
         const before = m.size;
         const alarmsBefore = m.alarms.length;
         try {
