@@ -103,6 +103,7 @@ async function serve(args: string[]): Promise<number> {
     trustProxy: pick(values['trust-proxy'] ? 'true' : undefined, 'RENDEZVOUS_TRUST_PROXY', 'trustProxy', 'false') === 'true',
     rates: rateOverrides(file.rates, RATES),
     limits: limitOverrides(file.limits),
+    corsOrigins: corsOrigins(env.RENDEZVOUS_CORS_ORIGINS ?? file.corsOrigins),
     announce: (line) => process.stdout.write(line + '\n'),
   });
   process.stdout.write(`rendezvous server "${server.name}" listening on ${server.url}\n`);
@@ -136,6 +137,16 @@ function rateOverrides(v: unknown, known: Record<string, unknown>): ServerConfig
     out[name] = [pair[0], pair[1]];
   }
   return out as ServerConfig['rates'];
+}
+
+/** `corsOrigins`: "*" (default) or a list of origins; the environment takes a comma-separated list. */
+function corsOrigins(v: unknown): ServerConfig['corsOrigins'] {
+  if (v === undefined || v === '*') return '*';
+  const list = typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter((x) => x !== '') : v;
+  if (!Array.isArray(list) || !list.every((o) => typeof o === 'string' && /^https?:\/\/[^/\s]+$/.test(o))) {
+    throw new UsageError('corsOrigins: expected "*" or origins like https://chat.example.org');
+  }
+  return list as string[];
 }
 
 /** Config file `limits`: the few limits an operator may change (docs/server.md §Limits). */

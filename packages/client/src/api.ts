@@ -324,9 +324,20 @@ interface Call {
   clientId?: string;
 }
 
+const tokens = new WeakMap<ServerApi, string | null>();
+
 export class ServerApi {
-  /** The device's session token (Authorization: Bearer); createSession sets it, logout clears it. */
-  token: string | null;
+  /**
+   * The device's session token (Authorization: Bearer); createSession sets it, logout clears it.
+   * Kept outside the object (a module WeakMap), so logging the API object, or expanding it in a
+   * browser's devtools, never shows it.
+   */
+  get token(): string | null {
+    return tokens.get(this) ?? null;
+  }
+  set token(t: string | null) {
+    tokens.set(this, t);
+  }
   readonly baseUrl: string;
   private readonly fetch: typeof globalThis.fetch;
   private readonly WS: WebSocketConstructor | undefined;

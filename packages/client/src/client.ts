@@ -137,6 +137,15 @@ interface ProfileDoc {
 
 const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
 
+/**
+ * Each client's profile document (all of it secret), outside the object: logging a client, or
+ * expanding it in a browser's devtools, shows no seed, key or token (docs/client.md §2).
+ */
+const docs = new WeakMap<RendezvousClient, ProfileDoc>();
+function docOf(c: RendezvousClient): ProfileDoc {
+  return docs.get(c)!;
+}
+
 /** A fresh profile for a device of `user` (its pools are filled after it is saved). */
 function newProfile(
   serverUrl: string,
@@ -178,8 +187,9 @@ export class RendezvousClient {
 
   private constructor(
     private readonly o: ClientOptions,
-    private readonly doc: ProfileDoc,
+    doc: ProfileDoc,
   ) {
+    docs.set(this, doc);
     this.crypto = o.crypto;
     this.random = o.random ?? ((n) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
     this.now = o.now ?? Date.now;
@@ -250,7 +260,7 @@ export class RendezvousClient {
     await c.replenishPrekeys();
     o.onStatus?.('waiting for the other device to hand over the keys');
     const deadline = now() + (o.timeoutMs ?? LINK_TTL_MS);
-    while (Object.keys(c.doc.topicKeys).length === 0) {
+    while (Object.keys(docOf(c).topicKeys).length === 0) {
       if ((await c.receiveBundles()) > 0) break;
       if (now() > deadline) throw new RendezvousError('request.timeout', 'the other device did not hand over the keys: is `device link` still running there?');
       await new Promise((r) => setTimeout(r, 300));
@@ -268,9 +278,9 @@ export class RendezvousClient {
   startLink(): { code: string; deviceId: string; wait(o?: { timeoutMs?: number; onStatus?: (s: string) => void }): Promise<void> } {
     const linkSecret = this.random(32);
     const code = encodeLinkCode({
-      serverUrl: this.doc.serverUrl,
-      user: this.doc.user,
-      identitySeed: fromBase64url(this.doc.identitySeed),
+      serverUrl: docOf(this).serverUrl,
+      user: docOf(this).user,
+      identitySeed: fromBase64url(docOf(this).identitySeed),
       linkSecret,
       createdAt: this.now(),
     });
@@ -291,12 +301,12 @@ export class RendezvousClient {
               o.onStatus?.('handing over the keys');
               const prekey = decodeDevicePrekey(claimed.prekey);
               verifyDevicePrekey(this.crypto, prekey, d.cert.deviceKey);
-              const topicKeys = Object.values(this.doc.topicKeys).map((k) => ({
+              const topicKeys = Object.values(docOf(this).topicKeys).map((k) => ({
                 topicKey: decodeTopicKey(fromBase64url(k.key)),
                 secret: { signatureSeed: fromBase64url(k.signatureSeed), encryptionSecret: fromBase64url(k.encryptionSecret) },
               }));
               const bundle = sealKeyBundle(this.crypto, this.random, {
-                user: this.doc.user,
+                user: docOf(this).user,
                 senderDeviceSeed: this.deviceSeed,
                 recipientDevice: d.cert.deviceKey,
                 recipientPrekey: prekey.prekey,
@@ -320,7 +330,7 @@ export class RendezvousClient {
    * for a stolen device); new topic keys made from now on never reach it.
    */
   async removeDevice(deviceId: string): Promise<void> {
-    if (deviceId === this.doc.device.id) throw new RendezvousError('request.bad_field', 'remove another device; to leave, delete this profile');
+    if (deviceId === docOf(this).device.id) throw new RendezvousError('request.bad_field', 'remove another device; to leave, delete this profile');
     await this.authed(() => this.api.deleteDevice(deviceId));
   }
 
@@ -340,16 +350,16 @@ export class RendezvousClient {
   }
 
   get user(): string {
-    return this.doc.user;
+    return docOf(this).user;
   }
   get deviceId(): string {
-    return this.doc.device.id;
+    return docOf(this).device.id;
   }
   get serverUrl(): string {
-    return this.doc.serverUrl;
+    return docOf(this).serverUrl;
   }
   get serverName(): string {
-    return this.doc.serverName;
+    return docOf(this).serverName;
   }
   /** The crypto provider this client was made with (SDK modules such as files use it too). */
   get cryptoProvider(): CryptoProvider {
@@ -357,15 +367,15 @@ export class RendezvousClient {
   }
 
   get identityKey(): Uint8Array {
-    return this.crypto.ed25519PublicKey(fromBase64url(this.doc.identitySeed));
+    return this.crypto.ed25519PublicKey(fromBase64url(docOf(this).identitySeed));
   }
 
   /** Never prints secrets: `console.log(client)` shows who, not what. */
   [INSPECT](): string {
-    return `RendezvousClient { user: ${this.doc.user}, device: ${this.doc.device.id} }`;
+    return `RendezvousClient { user: ${docOf(this).user}, device: ${docOf(this).device.id} }`;
   }
   toJSON(): unknown {
-    return { user: this.doc.user, deviceId: this.doc.device.id, server: this.doc.serverUrl };
+    return { user: docOf(this).user, deviceId: docOf(this).device.id, server: docOf(this).serverUrl };
   }
   toString(): string {
     return this[INSPECT]();
@@ -373,33 +383,33 @@ export class RendezvousClient {
 
   /** Writes the profile and every changed topic mirror to the store. */
   async save(): Promise<void> {
-    this.doc.contacts = this.contacts.list().map((c) => ({ user: c.user, identityKey: toBase64url(c.identityKey), pinnedAt: c.pinnedAt }));
-    this.doc.topics = [...this.mirrors.keys()];
+    docOf(this).contacts = this.contacts.list().map((c) => ({ user: c.user, identityKey: toBase64url(c.identityKey), pinnedAt: c.pinnedAt }));
+    docOf(this).topics = [...this.mirrors.keys()];
     for (const id of this.dirty) {
       const m = this.mirrors.get(id);
       if (m !== undefined) await this.o.store.savePart(`topic-${toHex(m.topicId)}`, encodeSnapshot(m.snapshot()));
     }
     this.dirty.clear();
-    await this.o.store.save(utf8(JSON.stringify(this.doc)));
+    await this.o.store.save(utf8(JSON.stringify(docOf(this))));
   }
 
   // ---- sessions and key pools ------------------------------------------------------------------
 
   private get deviceSeed(): Uint8Array {
-    return fromBase64url(this.doc.device.seed);
+    return fromBase64url(docOf(this).device.seed);
   }
 
   /** Logs in (signed challenge, protocol §5.3) unless a session token is still valid. */
   async ensureSession(): Promise<void> {
     if (this.api.token !== null && this.api.token !== undefined) return;
-    const ch = await this.api.challenge(this.doc.device.id);
+    const ch = await this.api.challenge(docOf(this).device.id);
     const s = await this.api.createSession({
-      deviceId: this.doc.device.id,
+      deviceId: docOf(this).device.id,
       challenge: ch.challenge,
-      signature: signSessionProof(this.crypto, this.deviceSeed, this.doc.serverName, ch.challenge),
+      signature: signSessionProof(this.crypto, this.deviceSeed, docOf(this).serverName, ch.challenge),
     });
     this.api.token = s.token;
-    this.doc.session = { token: s.token, expiresAt: s.expiresAt };
+    docOf(this).session = { token: s.token, expiresAt: s.expiresAt };
   }
 
   /** Runs `fn` with a session; a token the server no longer knows is replaced once. */
@@ -410,14 +420,14 @@ export class RendezvousClient {
     } catch (e) {
       if (!isRendezvousError(e, 'auth.invalid_token')) throw e;
       this.api.token = null;
-      this.doc.session = null;
+      docOf(this).session = null;
       await this.ensureSession();
       return fn();
     }
   }
 
   private keyLookup = (keyId: string): TopicKeySecret | undefined => {
-    const k = this.doc.topicKeys[keyId];
+    const k = docOf(this).topicKeys[keyId];
     return k === undefined ? undefined : { signatureSeed: fromBase64url(k.signatureSeed), encryptionSecret: fromBase64url(k.encryptionSecret) };
   };
 
@@ -457,7 +467,7 @@ export class RendezvousClient {
         for (let i = counts.prekeys; i < pool.prekeys; i++) {
           const secret = this.random(32);
           const pk = signDevicePrekey(this.crypto, this.deviceSeed, this.crypto.x25519PublicKey(secret));
-          this.doc.prekeys[toBase64url(pk.prekey)] = toBase64url(secret);
+          docOf(this).prekeys[toBase64url(pk.prekey)] = toBase64url(secret);
           fresh.push(encodeDevicePrekey(pk));
         }
         // Secrets are saved before the public halves leave: a crash never strands a bundle.
@@ -470,11 +480,11 @@ export class RendezvousClient {
   }
 
   private newTopicKeys(n: number): { topicKey: TopicKey; secret: TopicKeySecret }[] {
-    const identitySeed = fromBase64url(this.doc.identitySeed);
+    const identitySeed = fromBase64url(docOf(this).identitySeed);
     return Array.from({ length: n }, () => {
       const secret = { signatureSeed: this.random(32), encryptionSecret: this.random(32) };
-      const topicKey = signTopicKey(this.crypto, identitySeed, this.doc.user, secret);
-      this.doc.topicKeys[topicKeyId(topicKey)] = {
+      const topicKey = signTopicKey(this.crypto, identitySeed, docOf(this).user, secret);
+      docOf(this).topicKeys[topicKeyId(topicKey)] = {
         key: toBase64url(encodeTopicKey(topicKey)),
         signatureSeed: toBase64url(secret.signatureSeed),
         encryptionSecret: toBase64url(secret.encryptionSecret),
@@ -491,7 +501,7 @@ export class RendezvousClient {
       const prekey = decodeDevicePrekey(claimed.prekey);
       verifyDevicePrekey(this.crypto, prekey, d.cert.deviceKey);
       const bundle = sealKeyBundle(this.crypto, this.random, {
-        user: this.doc.user,
+        user: docOf(this).user,
         senderDeviceSeed: this.deviceSeed,
         recipientDevice: d.cert.deviceKey,
         recipientPrekey: prekey.prekey,
@@ -509,11 +519,11 @@ export class RendezvousClient {
   private async siblings() {
     const out = [];
     for (const d of await this.api.listDevices()) {
-      if (d.deviceId === this.doc.device.id) continue;
+      if (d.deviceId === docOf(this).device.id) continue;
       const cert = decodeDeviceCert(d.cert);
       verifyDeviceCert(this.crypto, cert, this.identityKey);
-      if (cert.user !== this.doc.user || deviceIdOf(cert.deviceKey) !== d.deviceId) {
-        throw new RendezvousError('crypto.bad_certificate', `device ${d.deviceId} is not certified for ${this.doc.user}`);
+      if (cert.user !== docOf(this).user || deviceIdOf(cert.deviceKey) !== d.deviceId) {
+        throw new RendezvousError('crypto.bad_certificate', `device ${d.deviceId} is not certified for ${docOf(this).user}`);
       }
       out.push({ deviceId: d.deviceId, cert });
     }
@@ -532,18 +542,18 @@ export class RendezvousClient {
         const cert = certs.get(p.senderDeviceId);
         if (cert === undefined) continue; // the sender was removed meanwhile: nothing to trust
         verifyKeyBundle(this.crypto, b, cert, this.identityKey);
-        const secretB64 = this.doc.prekeys[toBase64url(b.recipientPrekey)];
+        const secretB64 = docOf(this).prekeys[toBase64url(b.recipientPrekey)];
         if (secretB64 === undefined) continue; // sealed to a prekey this device never made
         const content = openKeyBundle(this.crypto, b, fromBase64url(secretB64), this.identityKey);
         for (const { topicKey, secret } of content.topicKeys) {
-          this.doc.topicKeys[topicKeyId(topicKey)] = {
+          docOf(this).topicKeys[topicKeyId(topicKey)] = {
             key: toBase64url(encodeTopicKey(topicKey)),
             signatureSeed: toBase64url(secret.signatureSeed),
             encryptionSecret: toBase64url(secret.encryptionSecret),
           };
         }
         // Forward secrecy (protocol §6.2): the one-time prekey secret goes after use.
-        delete this.doc.prekeys[toBase64url(b.recipientPrekey)];
+        delete docOf(this).prekeys[toBase64url(b.recipientPrekey)];
         opened++;
       }
       await this.save();
@@ -561,10 +571,10 @@ export class RendezvousClient {
   }
 
   private newMirror(topicId: Uint8Array, host: string): TopicMirror {
-    if (host !== this.doc.serverName) {
+    if (host !== docOf(this).serverName) {
       throw new RendezvousError('topic.wrong_host', `topic hosted by ${host}: federation is not supported yet`);
     }
-    const m = new TopicMirror(this.crypto, topicId, fromBase64url(this.doc.serverKey), this.contacts, this.keyLookup);
+    const m = new TopicMirror(this.crypto, topicId, fromBase64url(docOf(this).serverKey), this.contacts, this.keyLookup);
     this.mirrors.set(toBase64url(topicId), m);
     return m;
   }
@@ -587,13 +597,13 @@ export class RendezvousClient {
       if (me !== undefined) used.add(topicKeyId(me.topicKey));
     }
     for (let attempt = 0; attempt < 2; attempt++) {
-      const k = await this.claimTopicKey(this.doc.user);
+      const k = await this.claimTopicKey(docOf(this).user);
       // A server that hands out a key again would link two topics (protocol §15.10).
       if (used.has(topicKeyId(k))) throw new RendezvousError('topic.duplicate_key', 'the server handed out a topic key already used in another topic');
-      if (this.doc.topicKeys[topicKeyId(k)] !== undefined) return k;
+      if (docOf(this).topicKeys[topicKeyId(k)] !== undefined) return k;
       // A sibling made it: its bundle should be waiting.
       await this.receiveBundles();
-      if (this.doc.topicKeys[topicKeyId(k)] !== undefined) return k;
+      if (docOf(this).topicKeys[topicKeyId(k)] !== undefined) return k;
     }
     throw new RendezvousError('keys.exhausted', 'no topic key of this user whose secret this device holds: sync the other devices');
   }
@@ -607,7 +617,7 @@ export class RendezvousClient {
       const topicId = newTopicId(this.random);
       const built = buildCreate(this.crypto, this.random, {
         topicId,
-        host: this.doc.serverName,
+        host: docOf(this).serverName,
         history: o.history ?? 'shared',
         members,
         signer: 0,
@@ -615,7 +625,7 @@ export class RendezvousClient {
       });
       const encoded = encodeTopicUpdate(built.update);
       const r = await this.api.createTopic(encoded);
-      this.newMirror(topicId, this.doc.serverName);
+      this.newMirror(topicId, docOf(this).serverName);
       await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), encoded));
       if (o.title !== undefined) await this.post(topicId, { type: 'topic-info', body: utf8(JSON.stringify({ title: o.title })) });
       await this.replenish();
@@ -625,7 +635,7 @@ export class RendezvousClient {
   }
 
   private qualify(user: string): string {
-    return user.includes('@') ? user : `${user}@${this.doc.serverName}`;
+    return user.includes('@') ? user : `${user}@${docOf(this).serverName}`;
   }
 
   /** Applies a change as this admin (or as the leaver), re-syncing first so it builds on the head. */
@@ -647,7 +657,7 @@ export class RendezvousClient {
     const r = await this.api.postUpdate(topicId, encodeTopicUpdate(built.update));
     if (action.type === 'leave') {
       // The server no longer serves the topic to a leaver; its mirror keeps what it verified.
-      this.doc.gone.push(toBase64url(topicId));
+      docOf(this).gone.push(toBase64url(topicId));
       return;
     }
     const hash = encodeTopicUpdate(built.update);
@@ -772,17 +782,17 @@ export class RendezvousClient {
       const listed = await this.api.listTopics();
       const listedIds = new Set(listed.map((t) => toBase64url(t.topicId)));
       for (const [id, m] of this.mirrors) {
-        if (listedIds.has(id) || this.doc.gone.includes(id)) continue;
+        if (listedIds.has(id) || docOf(this).gone.includes(id)) continue;
         try {
           await this.syncTopic(m.topicId);
         } catch (e) {
           if (!isRendezvousError(e, 'topic.not_member') && !isRendezvousError(e, 'topic.unknown')) throw e;
-          this.doc.gone.push(id);
+          docOf(this).gone.push(id);
         }
       }
       for (const t of listed) {
         const id = toBase64url(t.topicId);
-        this.doc.gone = this.doc.gone.filter((g) => g !== id);
+        docOf(this).gone = docOf(this).gone.filter((g) => g !== id);
         let m = this.mirrors.get(id);
         if (m === undefined) {
           try {
@@ -896,7 +906,7 @@ export class RendezvousClient {
           this.emitNew(id, from, h.onMessage);
         }
       }
-      this.doc.cursor = b.cursor;
+      docOf(this).cursor = b.cursor;
       await this.save();
     };
     const done = (async () => {
@@ -906,7 +916,7 @@ export class RendezvousClient {
           await this.ensureSession();
           await new Promise<void>((resolve) => {
             wake = resolve;
-            conn = this.api.connectLive(this.doc.cursor ?? 0, {
+            conn = this.api.connectLive(docOf(this).cursor ?? 0, {
               onOpen: () => {
                 delay = 250;
                 h.onStatus?.('connected');
@@ -916,7 +926,7 @@ export class RendezvousClient {
                 if (info.code === 4001 || info.code === 4003) {
                   // The session ended: log in again on the next round.
                   this.api.token = null;
-                  this.doc.session = null;
+                  docOf(this).session = null;
                 }
                 if (!stopped) h.onStatus?.('reconnecting', info.error === undefined ? `closed ${info.code}` : String(info.error));
                 resolve();
@@ -951,7 +961,9 @@ export class RendezvousClient {
    * The live messages as an async iterator (for `for await`): the same as `watch`, stopped when
    * the loop ends. Alarms are delivered as `{ alarm }` items, so a loop never misses one.
    */
-  async *live(): AsyncGenerator<{ topic: TopicView; message: TopicMessage } | { alarm: { topic: string; code: ErrorCode; message: string } }> {
+  async *live(
+    o: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<{ topic: TopicView; message: TopicMessage } | { alarm: { topic: string; code: ErrorCode; message: string } }> {
     type Item = { topic: TopicView; message: TopicMessage } | { alarm: { topic: string; code: ErrorCode; message: string } };
     const queue: Item[] = [];
     let wake: (() => void) | null = null;
@@ -963,13 +975,19 @@ export class RendezvousClient {
       onMessage: (topic, message) => push({ topic, message }),
       onAlarm: (topic, code, message) => push({ alarm: { topic, code, message } }),
     });
+    // An async generator cannot be returned while it waits, so a signal is how an app stops a
+    // loop that has nothing to read (a component going away).
+    const onAbort = () => wake?.();
+    o.signal?.addEventListener('abort', onAbort);
     try {
       for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
+        while (queue.length > 0 && o.signal?.aborted !== true) yield queue.shift()!;
+        if (o.signal?.aborted === true) return;
         await new Promise<void>((r) => (wake = r));
         wake = null;
       }
     } finally {
+      o.signal?.removeEventListener('abort', onAbort);
       w.stop();
       await w.done;
     }
@@ -1032,8 +1050,8 @@ export class RendezvousClient {
       size: m.size,
       title,
       members: s === null ? [] : [...s.members.values()].map((x) => ({ memberId: x.id, user: x.topicKey.user, role: x.role })),
-      role: this.doc.gone.includes(id) ? null : (me?.role ?? null),
-      active: !this.doc.gone.includes(id),
+      role: docOf(this).gone.includes(id) ? null : (me?.role ?? null),
+      active: !docOf(this).gone.includes(id),
       alarms: m.alarms.slice(),
       halted: m.halted === null ? null : { code: m.halted.code, message: m.halted.message },
     };
@@ -1072,7 +1090,7 @@ export class RendezvousClient {
   async verify(topic: string): Promise<{ size: number; root: Uint8Array; checkpoint: Uint8Array }> {
     return this.authed(async () => {
       const topicId = fromBase64url(topic);
-      const fresh = new TopicMirror(this.crypto, topicId, fromBase64url(this.doc.serverKey), this.contacts, this.keyLookup);
+      const fresh = new TopicMirror(this.crypto, topicId, fromBase64url(docOf(this).serverKey), this.contacts, this.keyLookup);
       const kept = this.mirrors.get(topic);
       this.mirrors.set(topic, fresh);
       try {
@@ -1096,11 +1114,11 @@ export class RendezvousClient {
   safetyNumber(user: string): string {
     const c = this.contacts.get(this.qualify(user));
     if (c === undefined) throw new RendezvousError('user.unknown', `no pinned identity for ${this.qualify(user)}: share a topic first`);
-    return safetyNumber(this.crypto, { user: this.doc.user, identityKey: this.identityKey }, c);
+    return safetyNumber(this.crypto, { user: docOf(this).user, identityKey: this.identityKey }, c);
   }
 
   async devices() {
-    return this.authed(async () => (await this.api.listDevices()).map((d) => ({ deviceId: d.deviceId, createdAt: d.createdAt, current: d.deviceId === this.doc.device.id })));
+    return this.authed(async () => (await this.api.listDevices()).map((d) => ({ deviceId: d.deviceId, createdAt: d.createdAt, current: d.deviceId === docOf(this).device.id })));
   }
 }
 

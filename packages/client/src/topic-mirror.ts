@@ -93,6 +93,14 @@ export interface Alarm {
   message: string;
 }
 
+/** Epoch secrets each mirror opened, outside the object: logging it or devtools never show them. */
+const secretsOf = new WeakMap<TopicMirror, Map<number, Uint8Array>>();
+function epochSecretsOf(m: TopicMirror): Map<number, Uint8Array> {
+  let s = secretsOf.get(m);
+  if (s === undefined) secretsOf.set(m, (s = new Map()));
+  return s;
+}
+
 export class TopicMirror {
   readonly log: MemoryLog;
   private readonly monitor: LogMonitor;
@@ -100,7 +108,6 @@ export class TopicMirror {
   /** The encoded entries, as received (what a snapshot keeps). */
   private readonly monitorEntries: Uint8Array[] = [];
   private readonly nonces = new Set<string>();
-  private readonly epochSecrets = new Map<number, Uint8Array>();
   /** Backward link of each epoch that has one (sealed under that epoch's secret). */
   private readonly links = new Map<number, Uint8Array>();
   private _state: TopicState | null = null;
@@ -153,7 +160,7 @@ export class TopicMirror {
     return undefined;
   }
   epochSecret(epoch: number): Uint8Array | undefined {
-    return this.epochSecrets.get(epoch);
+    return epochSecretsOf(this).get(epoch);
   }
 
   /**
@@ -231,13 +238,13 @@ export class TopicMirror {
   }
 
   private learnEpoch(epoch: number, secret: Uint8Array, state: TopicState): void {
-    this.epochSecrets.set(epoch, secret);
+    epochSecretsOf(this).set(epoch, secret);
     // A shared history walks back through the links; a hidden one has none before the join.
-    for (let e = epoch; e > 0 && !this.epochSecrets.has(e - 1); e--) {
+    for (let e = epoch; e > 0 && !epochSecretsOf(this).has(e - 1); e--) {
       const link = this.links.get(e);
       const prevCommitment = state.commitments[e - 1];
       if (link === undefined || prevCommitment === undefined) break;
-      this.epochSecrets.set(e - 1, openBackwardLink(this.crypto, this.topicId, e, this.epochSecrets.get(e)!, link, prevCommitment));
+      epochSecretsOf(this).set(e - 1, openBackwardLink(this.crypto, this.topicId, e, epochSecretsOf(this).get(e)!, link, prevCommitment));
     }
   }
 
@@ -269,7 +276,7 @@ export class TopicMirror {
   read(index: number): MessageContent | null {
     const e = this.entries[index];
     if (e === undefined || e.type !== 'message' || e.rejected !== null) return null;
-    const secret = this.epochSecrets.get(e.message.epoch);
+    const secret = epochSecretsOf(this).get(e.message.epoch);
     if (secret === undefined) return null;
     const prk = epochPrk(this.crypto, this.topicId, e.message.epoch, secret);
     return openMessage(this.crypto, this.topicId, prk, e.message, this.log.root(e.message.headSize));
@@ -313,7 +320,7 @@ export class TopicMirror {
       hostKey: this.hostKey,
       entries: this.monitorEntries.slice(),
       rejected: this.entries.flatMap((e) => (e.type === 'message' && e.rejected !== null ? [{ index: e.index, code: e.rejected }] : [])),
-      epochSecrets: [...this.epochSecrets].map(([epoch, secret]) => ({ epoch, secret })),
+      epochSecrets: [...epochSecretsOf(this)].map(([epoch, secret]) => ({ epoch, secret })),
       checkpoint: this._checkpoint,
       pendingCheckpoint: this.pendingCheckpoint,
       halted: this._halted === null ? null : { code: this._halted.code, message: this._halted.message },
@@ -350,7 +357,7 @@ export class TopicMirror {
       }
       m.log.appendLeafHash(shape.leafHash);
     });
-    for (const { epoch, secret } of snap.epochSecrets) m.epochSecrets.set(epoch, secret);
+    for (const { epoch, secret } of snap.epochSecrets) epochSecretsOf(m).set(epoch, secret);
     if (snap.checkpoint !== null) m.compareCheckpoint(snap.checkpoint);
     m.pendingCheckpoint = snap.pendingCheckpoint;
     if (snap.halted !== null) m._halted = new RendezvousError(snap.halted.code, snap.halted.message);

@@ -258,6 +258,14 @@ describe('watching', () => {
     await alice.send(id, { text: 'two' });
     await reading;
     assert.deepEqual(got, ['one', 'two']);
+    // A loop with nothing to read ends when its signal aborts.
+    const ac = new AbortController();
+    const idle = (async () => {
+      for await (const _ of bob.live({ signal: ac.signal })) void _;
+      return 'ended';
+    })();
+    setTimeout(() => ac.abort(), 100);
+    assert.equal(await idle, 'ended');
   });
 });
 

@@ -38,6 +38,8 @@ export interface ServerConfig {
   announce?: (line: string) => void;
   crypto?: CryptoProvider;
   now?: () => number;
+  /** Origins whose pages may call the API (CORS); default every origin (docs/server.md §CORS). */
+  corsOrigins?: '*' | string[];
   /** Take the client address from X-Forwarded-For when the peer is a proxy on loopback (§Behind TLS). */
   trustProxy?: boolean;
   /** Rate-limit overrides (config file `rates`: `{"register": [10, 60000]}`). */
@@ -124,7 +126,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   await initAdminToken(ctx, config.adminToken, config.announce ?? ((l) => console.log(l)));
 
   let ready = true;
-  const app = createApp(ctx, { isReady: () => ready, trustProxy: config.trustProxy ?? false });
+  const app = createApp(ctx, { isReady: () => ready, trustProxy: config.trustProxy ?? false, corsOrigins: config.corsOrigins ?? '*' });
   const http: HttpServer = createServer(
     // Bodies have their own limits (LIMITS.bodyTimeoutMs, uploadIdleMs); the request timeout
     // only bounds the longest upload.

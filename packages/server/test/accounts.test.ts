@@ -49,6 +49,29 @@ describe('discovery and operations', () => {
   });
 });
 
+describe('CORS', () => {
+  it('lets browser pages on any origin call the API by default (bearer tokens, no cookies)', async () => {
+    const pre = await s.app.request('/v1/topics', {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, idempotency-key' },
+    });
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers.get('access-control-allow-origin'), '*');
+    assert.match(pre.headers.get('access-control-allow-headers') ?? '', /idempotency-key/);
+    const r = await s.app.request('/.well-known/rendezvous', { headers: { origin: 'https://app.example' } });
+    assert.equal(r.headers.get('access-control-allow-origin'), '*');
+    assert.match(r.headers.get('access-control-expose-headers') ?? '', /idempotent-replayed/);
+  });
+  it('answers only the configured origins when a list is set', async () => {
+    const { createApp } = await import('../src/http/app.ts');
+    const app = createApp(s.ctx, { corsOrigins: ['https://chat.example.org'] });
+    const ok = await app.request('/.well-known/rendezvous', { headers: { origin: 'https://chat.example.org' } });
+    assert.equal(ok.headers.get('access-control-allow-origin'), 'https://chat.example.org');
+    const other = await app.request('/.well-known/rendezvous', { headers: { origin: 'https://evil.example' } });
+    assert.equal(other.headers.get('access-control-allow-origin'), null);
+  });
+});
+
 describe('admin', () => {
   it('requires the admin token', async () => {
     expectError(await call(t, 'GET', '/v1/admin/users'), 401, 'auth.required');

@@ -5,6 +5,7 @@
  * error table to status and JSON `{ "error": { "code", "message" } }`.
  */
 import { Hono, type Context as HonoContext } from 'hono';
+import { cors } from 'hono/cors';
 import { RendezvousError, TOPIC_ID_SIZE, fromBase64url, toBase64url } from '@rendezvous/protocol';
 import type { Context } from '../context.ts';
 import * as accounts from '../accounts.ts';
@@ -26,7 +27,7 @@ function bearer(c: HonoContext): string | undefined {
   return m?.[1];
 }
 
-export function createApp(ctx: Context, opts: { isReady?: () => boolean; trustProxy?: boolean } = {}) {
+export function createApp(ctx: Context, opts: { isReady?: () => boolean; trustProxy?: boolean; corsOrigins?: '*' | string[] } = {}) {
   const app = new Hono<Env>();
   const small = LIMITS.maxSmallBodyBytes;
 
@@ -37,6 +38,21 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean; trustPr
     ctx.metrics.requests.inc({ method: c.req.method, route, status: String(c.res.status) });
     ctx.metrics.requestSeconds.observe({ route }, (performance.now() - start) / 1000);
   });
+
+  // Browser clients on other origins (docs/server.md §CORS). Authentication is by bearer token,
+  // never by cookie, so a page can only act with a token it was given: allowing every origin
+  // (the default) exposes nothing a cross-site request could not already do.
+  const origins = opts.corsOrigins ?? '*';
+  app.use(
+    '*',
+    cors({
+      origin: origins === '*' ? '*' : (o) => (origins.includes(o) ? o : null),
+      allowMethods: ['GET', 'POST', 'PUT', 'DELETE'],
+      allowHeaders: ['authorization', 'content-type', 'idempotency-key'],
+      exposeHeaders: ['idempotent-replayed', 'retry-after', 'etag'],
+      maxAge: 600,
+    }),
+  );
 
   app.onError((err, c) => {
     if (err instanceof RendezvousError) {
