@@ -47,6 +47,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'safety-number':
       case 'device':
       case 'watch':
+      case 'profile':
         return await userCommand(command, rest);
       case undefined:
       case 'help':

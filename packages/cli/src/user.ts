@@ -32,6 +32,7 @@ export const USER_USAGE = `user commands (global: --profile DIR, --json):
   rendezvous device join <code> [--server URL]                       make this profile a new device of that account
   rendezvous device list | remove <id>
   rendezvous watch                                                   print messages live as they arrive
+  rendezvous profile passphrase                                      set, change or remove the profile's passphrase
 
   <topic> is a topic id or its title. The profile is encrypted with a passphrase when one is
   given (--passphrase prompts; or set RENDEZVOUS_PASSPHRASE for scripts).`;
@@ -44,7 +45,10 @@ interface Ctx {
 }
 
 async function prompt(question: string): Promise<string> {
-  if (!process.stdin.isTTY) throw new Error('this profile is encrypted: set RENDEZVOUS_PASSPHRASE (no terminal to ask on)');
+  if (!process.stdin.isTTY) {
+    const v = /new/.test(question) ? 'RENDEZVOUS_NEW_PASSPHRASE' : 'RENDEZVOUS_PASSPHRASE';
+    throw new Error(`no terminal to ask for the ${question.replace(/:\s*$/, '')}: set ${v}`);
+  }
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   try {
     return await rl.question(question);
@@ -147,6 +151,27 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
       });
       return 0;
     });
+  }
+
+  if (command === 'profile') {
+    if (positionals[0] !== 'passphrase') throw new UsageError('profile commands: passphrase');
+    // Sets, changes or removes the profile's passphrase (docs/client.md §2). The current one
+    // comes from RENDEZVOUS_PASSPHRASE or a prompt; the new one from RENDEZVOUS_NEW_PASSPHRASE
+    // or a prompt (twice); an empty new passphrase leaves the profile unencrypted.
+    const { FileProfileStore } = await import('@rendezvous/client/node');
+    const { isEncryptedProfile, reencryptProfile } = await import('@rendezvous/client');
+    const { store: file } = await FileProfileStore.open(dir);
+    const existing = await file.load();
+    if (existing === null) throw new Error(`no profile in ${dir}: register first`);
+    const from = isEncryptedProfile(existing) ? (process.env.RENDEZVOUS_PASSPHRASE ?? (await prompt('current passphrase: '))) : undefined;
+    let to = process.env.RENDEZVOUS_NEW_PASSPHRASE;
+    if (to === undefined) {
+      to = await prompt('new passphrase (empty: no encryption): ');
+      if ((await prompt('again: ')) !== to) throw new Error('the passphrases differ; nothing was changed');
+    }
+    await file.withLock(() => reencryptProfile(file, from, to === '' ? undefined : to));
+    ctx.out(to === '' ? 'the profile is no longer encrypted' : 'the profile is encrypted with the new passphrase', { encrypted: to !== '' });
+    return 0;
   }
 
   if (command === 'watch') {

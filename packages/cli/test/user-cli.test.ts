@@ -92,6 +92,27 @@ describe('the rendezvous CLI', () => {
     assert.notEqual(r.code, 0);
   });
 
+  it('sets, changes and removes a profile passphrase', async () => {
+    const dir = profiles.get('alice')!;
+    const file = () => readFileSync(join(dir, 'profile.bin'));
+    const noTerminal = await runCli(['profile', 'passphrase', '--profile', dir]);
+    assert.equal(noTerminal.code, 1, 'no terminal to ask on, and no RENDEZVOUS_NEW_PASSPHRASE');
+    assert.match(noTerminal.stderr, /RENDEZVOUS_NEW_PASSPHRASE/);
+    const set = await runCli(['profile', 'passphrase', '--profile', dir], { RENDEZVOUS_NEW_PASSPHRASE: 'first one' });
+    assert.equal(set.code, 0, set.stderr);
+    assert.doesNotMatch(file().toString('latin1'), /identitySeed/, 'now encrypted');
+    const denied = await runCli(['whoami', '--profile', dir], { RENDEZVOUS_PASSPHRASE: 'not it' });
+    assert.equal(denied.code, 1);
+    const changed = await runCli(['profile', 'passphrase', '--profile', dir], { RENDEZVOUS_PASSPHRASE: 'first one', RENDEZVOUS_NEW_PASSPHRASE: 'second one' });
+    assert.equal(changed.code, 0, changed.stderr);
+    const who = await runCli(['whoami', '--json', '--profile', dir], { RENDEZVOUS_PASSPHRASE: 'second one' });
+    assert.equal(JSON.parse(who.stdout).user.split('@')[0], 'alice');
+    const removed = await runCli(['profile', 'passphrase', '--profile', dir], { RENDEZVOUS_PASSPHRASE: 'second one', RENDEZVOUS_NEW_PASSPHRASE: '' });
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.match(file().toString(), /"identitySeed"/, 'plaintext again');
+    await ok('alice', 'read', 'weekend');
+  });
+
   it('says what went wrong and what to do next, with a non-zero exit code', async () => {
     const wrong = await runCli(['whoami', '--profile', profiles.get('bob')!], { RENDEZVOUS_PASSPHRASE: 'not it' });
     assert.equal(wrong.code, 1);
