@@ -7,9 +7,16 @@ import type { RendezvousClient, TopicMessage, TopicView } from '@rendezvous/clie
 
 type Out = (human: string, data: unknown) => void;
 
-/** `device link`: shows the code and waits until the new device has its keys. */
-export async function deviceLink(c: RendezvousClient, json: boolean, out: Out): Promise<number> {
-  const link = c.startLink();
+/**
+ * `device link`: shows the code and waits until the new device has its keys. The profile is
+ * held only for each attempt of the hand-over, so other commands can run meanwhile.
+ */
+export async function deviceLink(
+  withClient: <T>(fn: (c: RendezvousClient) => Promise<T>) => Promise<T>,
+  json: boolean,
+  out: Out,
+): Promise<number> {
+  const link = await withClient(async (c) => c.startLink());
   if (json) {
     // One JSON line first, so a script can read the code while the command waits.
     console.log(JSON.stringify({ code: link.code, deviceId: link.deviceId }));
@@ -18,8 +25,14 @@ export async function deviceLink(c: RendezvousClient, json: boolean, out: Out): 
     console.log(`On the new device, run:\n\n  rendezvous device join ${link.code}\n\nor scan:\n`);
     console.log(renderUnicodeCompact(link.code, { border: 2 }));
     console.log('\nThe code holds your identity key: show it to your new device only. It works for 10 minutes.');
+    process.stderr.write('… waiting for the new device\n');
   }
-  await link.wait({ onStatus: (s) => !json && process.stderr.write(`… ${s}\n`) });
+  const { LINK_TTL_MS } = await import('@rendezvous/client');
+  const deadline = Date.now() + LINK_TTL_MS;
+  while (!(await withClient((c) => c.handOverTo(link.deviceId)))) {
+    if (Date.now() > deadline) throw new Error('no new device joined with the code: run device link again for a new code');
+    await new Promise((r) => setTimeout(r, 500));
+  }
   out(`device ${link.deviceId} is linked and has your keys`, { linked: link.deviceId });
   return 0;
 }

@@ -174,20 +174,20 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
     return 0;
   }
 
-  if (command === 'watch') {
+  // Long waits (watching, linking) hold the profile only while they work, never while they wait.
+  if (command === 'watch' || (command === 'device' && positionals[0] === 'link')) {
     const { file, store } = await profileStore(dir);
-    return (await import('./devices.ts')).watch(
-      (fn) =>
-        file.withLock(async () => {
-          const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket });
-          try {
-            return await fn(c);
-          } finally {
-            await c.save();
-          }
-        }),
-      ctx.json,
-    );
+    const withClient = <T>(fn: (c: import('@rendezvous/client').RendezvousClient) => Promise<T>) =>
+      file.withLock(async () => {
+        const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket });
+        try {
+          return await fn(c);
+        } finally {
+          await c.save();
+        }
+      });
+    const devices = await import('./devices.ts');
+    return command === 'watch' ? devices.watch(withClient, ctx.json) : devices.deviceLink(withClient, ctx.json, ctx.out.bind(ctx));
   }
 
   const { file, store } = await profileStore(dir);
@@ -299,7 +299,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
       case 'device': {
         const devices = await import('./devices.ts');
         if (positionals[0] === 'list') return devices.deviceList(c, ctx.out.bind(ctx));
-        if (positionals[0] === 'link') return devices.deviceLink(c, ctx.json, ctx.out.bind(ctx));
+
         if (positionals[0] === 'remove') return devices.deviceRemove(c, positionals[1], ctx.out.bind(ctx));
         throw new UsageError('device commands: link, join, list, remove');
       }

@@ -78,6 +78,8 @@ describe('devices on the command line', () => {
     const link = spawnCli(['device', 'link', '--json', '--profile', laptop]);
     const { code, deviceId } = JSON.parse(await link.line((l) => l.startsWith('{"code"')));
     assert.match(code, /^rvz1-/);
+    // Waiting does not hold the profile: the same person can use it meanwhile.
+    await ok(['whoami', '--profile', laptop]);
     const joined = JSON.parse(await ok(['device', 'join', code, '--json', '--profile', phone]));
     assert.equal(joined.deviceId, deviceId, 'the device the code names');
     assert.equal(await link.exited, 0, `device link finished: ${link.stderr()}`);

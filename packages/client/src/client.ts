@@ -288,40 +288,47 @@ export class RendezvousClient {
     const wait = async (o: { timeoutMs?: number; onStatus?: (s: string) => void } = {}) => {
       const deadline = this.now() + (o.timeoutMs ?? LINK_TTL_MS);
       o.onStatus?.('waiting for the new device to register');
-      await this.authed(async () => {
-        for (;;) {
-          // siblings() checks every listed device's certificate against the identity key.
-          const d = (await this.siblings()).find((x) => x.deviceId === target);
-          if (d !== undefined) {
-            const claimed = await this.api.claimPrekey(d.deviceId).catch((e: unknown) => {
-              if (isRendezvousError(e, 'keys.exhausted')) return null; // registered, prekeys not up yet
-              throw e;
-            });
-            if (claimed !== null) {
-              o.onStatus?.('handing over the keys');
-              const prekey = decodeDevicePrekey(claimed.prekey);
-              verifyDevicePrekey(this.crypto, prekey, d.cert.deviceKey);
-              const topicKeys = Object.values(docOf(this).topicKeys).map((k) => ({
-                topicKey: decodeTopicKey(fromBase64url(k.key)),
-                secret: { signatureSeed: fromBase64url(k.signatureSeed), encryptionSecret: fromBase64url(k.encryptionSecret) },
-              }));
-              const bundle = sealKeyBundle(this.crypto, this.random, {
-                user: docOf(this).user,
-                senderDeviceSeed: this.deviceSeed,
-                recipientDevice: d.cert.deviceKey,
-                recipientPrekey: prekey.prekey,
-                content: { topicKeys, epochSecrets: [] },
-              });
-              await this.api.sendBundles([{ deviceId: d.deviceId, bundle: encodeKeyBundle(bundle) }]);
-              return;
-            }
-          }
-          if (this.now() > deadline) throw new RendezvousError('request.timeout', 'no new device joined with the code: show a new code and try again');
-          await new Promise((r) => setTimeout(r, 300));
-        }
-      });
+      while (!(await this.handOverTo(target))) {
+        if (this.now() > deadline) throw new RendezvousError('request.timeout', 'no new device joined with the code: show a new code and try again');
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      o.onStatus?.('handed over the keys');
     };
     return { code, deviceId: target, wait };
+  }
+
+  /**
+   * One attempt of a link's hand-over (`startLink`): if the device `deviceId` (the one a link
+   * code determines) has registered and has a prekey up, seals every topic key this user holds
+   * to it and returns true; otherwise false, to be tried again. A caller that must not hold the
+   * profile while it waits (the CLI) calls this on a fresh client each time.
+   */
+  async handOverTo(deviceId: string): Promise<boolean> {
+    return this.authed(async () => {
+      // siblings() checks every listed device's certificate against the identity key.
+      const d = (await this.siblings()).find((x) => x.deviceId === deviceId);
+      if (d === undefined) return false;
+      const claimed = await this.api.claimPrekey(d.deviceId).catch((e: unknown) => {
+        if (isRendezvousError(e, 'keys.exhausted')) return null; // registered, prekeys not up yet
+        throw e;
+      });
+      if (claimed === null) return false;
+      const prekey = decodeDevicePrekey(claimed.prekey);
+      verifyDevicePrekey(this.crypto, prekey, d.cert.deviceKey);
+      const topicKeys = Object.values(docOf(this).topicKeys).map((k) => ({
+        topicKey: decodeTopicKey(fromBase64url(k.key)),
+        secret: { signatureSeed: fromBase64url(k.signatureSeed), encryptionSecret: fromBase64url(k.encryptionSecret) },
+      }));
+      const bundle = sealKeyBundle(this.crypto, this.random, {
+        user: docOf(this).user,
+        senderDeviceSeed: this.deviceSeed,
+        recipientDevice: d.cert.deviceKey,
+        recipientPrekey: prekey.prekey,
+        content: { topicKeys, epochSecrets: [] },
+      });
+      await this.api.sendBundles([{ deviceId: d.deviceId, bundle: encodeKeyBundle(bundle) }]);
+      return true;
+    });
   }
 
   /**

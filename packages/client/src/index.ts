@@ -31,3 +31,4 @@ export {
   type SentFile,
   type FetchedFile,
 } from './files.ts';
+export { LINK_TTL_MS, decodeLinkCode, type LinkCode } from './link.ts';
