@@ -231,8 +231,9 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
           const alarm = t.halted ? `  ALARM ${t.halted}: stopped verifying this topic` : t.alarms.map((a) => `  ALARM entry ${a.index}: ${a.code}`).join('');
           return `${name}: ${t.newEntries} new${alarm}`;
         });
+        for (const b of r.rejectedBundles) lines.push(`ALARM key bundle ${b.id}: ${b.code}: dropped`);
         ctx.out(lines.length ? lines.join('\n') : 'no topics', r);
-        return r.topics.some((t) => t.halted !== null || t.alarms.length > 0) ? 1 : 0;
+        return r.topics.some((t) => t.halted !== null || t.alarms.length > 0) || r.rejectedBundles.length > 0 ? 1 : 0;
       }
       case 'send': {
         const [ref, ...words] = positionals;

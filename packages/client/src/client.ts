@@ -113,6 +113,8 @@ export interface TopicView {
 export interface SyncReport {
   topics: { id: string; newEntries: number; alarms: Alarm[]; halted: ErrorCode | null }[];
   bundles: number;
+  /** Key bundles that did not verify or open (dropped; a server or a forger sent them). */
+  rejectedBundles: { id: number; code: ErrorCode; message: string }[];
 }
 
 /** The profile document (docs/client.md §Profile): secrets are base64url, all of it is secret. */
@@ -182,6 +184,8 @@ export class RendezvousClient {
   private readonly contacts: Contacts;
   private readonly mirrors = new Map<string, TopicMirror>();
   private readonly dirty = new Set<string>();
+  /** Key bundles refused since the last sync report (reported there, then cleared). */
+  private bundleAlarms: { id: number; code: ErrorCode; message: string }[] = [];
   /** The progress callback of the sync in progress, if any. */
   private progress: ((topic: string, size: number, target: number) => void) | undefined;
 
@@ -545,13 +549,23 @@ export class RendezvousClient {
       const certs = new Map((await this.api.listDevices()).map((d) => [d.deviceId, decodeDeviceCert(d.cert)]));
       let opened = 0;
       for (const p of pending) {
-        const b = decodeKeyBundle(p.bundle);
-        const cert = certs.get(p.senderDeviceId);
-        if (cert === undefined) continue; // the sender was removed meanwhile: nothing to trust
-        verifyKeyBundle(this.crypto, b, cert, this.identityKey);
-        const secretB64 = docOf(this).prekeys[toBase64url(b.recipientPrekey)];
-        if (secretB64 === undefined) continue; // sealed to a prekey this device never made
-        const content = openKeyBundle(this.crypto, b, fromBase64url(secretB64), this.identityKey);
+        let content: BundleContent;
+        let b: ReturnType<typeof decodeKeyBundle>;
+        try {
+          b = decodeKeyBundle(p.bundle);
+          const cert = certs.get(p.senderDeviceId);
+          if (cert === undefined) continue; // the sender was removed meanwhile: nothing to trust
+          verifyKeyBundle(this.crypto, b, cert, this.identityKey);
+          const secretB64 = docOf(this).prekeys[toBase64url(b.recipientPrekey)];
+          if (secretB64 === undefined) continue; // sealed to a prekey this device never made
+          content = openKeyBundle(this.crypto, b, fromBase64url(secretB64), this.identityKey);
+        } catch (e) {
+          // A bundle that does not verify or open is the server's (or a forger's) doing: it is
+          // reported and dropped, and never stops the bundles behind it.
+          if (!isRendezvousError(e)) throw e;
+          this.bundleAlarms.push({ id: p.id, code: e.code, message: e.message });
+          continue;
+        }
         for (const { topicKey, secret } of content.topicKeys) {
           docOf(this).topicKeys[topicKeyId(topicKey)] = {
             key: toBase64url(encodeTopicKey(topicKey)),
@@ -785,7 +799,7 @@ export class RendezvousClient {
     this.progress = o.onProgress;
     return this.authed(async () => {
       const bundles = await this.receiveBundles();
-      const report: SyncReport = { topics: [], bundles };
+      const report: SyncReport = { topics: [], bundles, rejectedBundles: this.bundleAlarms.splice(0) };
       const listed = await this.api.listTopics();
       const listedIds = new Set(listed.map((t) => toBase64url(t.topicId)));
       for (const [id, m] of this.mirrors) {

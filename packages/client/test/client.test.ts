@@ -170,6 +170,38 @@ describe('devices', () => {
     assert.equal((await alice.devices()).length, 1);
   });
 
+  it('a key bundle that does not verify is dropped and reported, and the sync goes on', async () => {
+    const { c: alice } = await newUser('tess');
+    const link = alice.startLink();
+    const store2 = new MemoryProfileStore();
+    const [second] = await Promise.all([
+      RendezvousClient.join({ store: store2, crypto, WebSocket: NodeWebSocket, code: link.code, pool: { prekeys: 5, topicKeys: 5 } }),
+      link.wait({ timeoutMs: 20_000 }),
+    ]);
+    void second;
+    // Device 1 uses up its pool: its replenish sends the new topic keys to device 2 in bundles.
+    const id = await alice.createTopic({ title: 'bundles' });
+    await alice.send(id, { text: 'hello' });
+    await alice.replenish();
+    // Device 2, through a server that flips a byte of every bundle it hands out.
+    const tamper: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (!String(input).endsWith('/v1/bundles') || (init?.method ?? 'GET') !== 'GET') return res;
+      const body = (await res.json()) as { bundles: { bundle: string }[] };
+      for (const b of body.bundles) b.bundle = b.bundle.slice(0, 60) + (b.bundle[60] === 'A' ? 'B' : 'A') + b.bundle.slice(61);
+      return new Response(JSON.stringify(body), { status: res.status, headers: res.headers });
+    };
+    const device2 = await RendezvousClient.open({ store: store2, crypto, fetch: tamper, pool: { prekeys: 5, topicKeys: 5 } });
+    const r = await device2.sync();
+    assert.ok(r.rejectedBundles.length >= 1, `the forged bundle is reported: ${JSON.stringify(r)}`);
+    assert.match(r.rejectedBundles[0]!.code, /^(crypto|encoding)\./);
+    assert.deepEqual(
+      device2.messages(id).filter((m) => m.type === 'text').map((m) => m.text),
+      ['hello'],
+      'the sync went on: the topic is there and readable with the keys from the link',
+    );
+  });
+
   it('an offline device catches up with everything when it syncs', async () => {
     const { c: alice } = await newUser('leo');
     const { c: bob } = await newUser('mia');
