@@ -106,7 +106,8 @@ export async function watch(
       conn = api.connectLive(cursor, {
         onOpen: () => {
           delay = 250;
-          if (!json) console.error('… watching (Ctrl-C to stop)');
+          // On stderr even with --json: a status, not data; scripts wait for it before expecting news.
+          console.error('… watching (Ctrl-C to stop)');
         },
         onBatch: async (b) => {
           cursor = b.cursor;

@@ -104,6 +104,7 @@ async function serve(args: string[]): Promise<number> {
     trustProxy: pick(values['trust-proxy'] ? 'true' : undefined, 'RENDEZVOUS_TRUST_PROXY', 'trustProxy', 'false') === 'true',
     rates: rateOverrides(file.rates, RATES),
     limits: limitOverrides(file.limits),
+    push: pushOptions(file.push),
     corsOrigins: corsOrigins(env.RENDEZVOUS_CORS_ORIGINS ?? file.corsOrigins),
     announce: (line) => process.stdout.write(line + '\n'),
   });
@@ -162,6 +163,30 @@ function limitOverrides(v: unknown): ServerConfig['limits'] {
     out[name] = n as number;
   }
   return out;
+}
+
+/**
+ * Config file `push` (docs/server.md §Push): `{"contact": "mailto:…", "coalesceMs": 2000, …}`.
+ * `allowInsecure: true` is for development only and must be written out in full.
+ */
+function pushOptions(v: unknown): ServerConfig['push'] {
+  const numbers = ['coalesceMs', 'timeoutMs', 'maxAttempts', 'retryBaseMs', 'maxQueue', 'concurrency'] as const;
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError('config "push": expected an object');
+  const out: Record<string, unknown> = {};
+  for (const [name, x] of Object.entries(v)) {
+    if ((numbers as readonly string[]).includes(name)) {
+      if (!Number.isSafeInteger(x) || (x as number) <= 0) throw new UsageError(`config "push.${name}": expected a positive integer`);
+    } else if (name === 'contact') {
+      if (typeof x !== 'string' || !/^(mailto:|https:\/\/)\S+$/.test(x)) throw new UsageError('config "push.contact": expected a mailto: or https: URL');
+    } else if (name === 'allowInsecure') {
+      if (typeof x !== 'boolean') throw new UsageError('config "push.allowInsecure": expected true or false');
+    } else {
+      throw new UsageError(`config "push.${name}": unknown; known: contact, allowInsecure, ${numbers.join(', ')}`);
+    }
+    out[name] = x;
+  }
+  return out as ServerConfig['push'];
 }
 
 // ---------------------------------------------------------------------------------------------

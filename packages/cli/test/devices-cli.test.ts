@@ -111,6 +111,10 @@ describe('devices on the command line', () => {
     const id = JSON.parse(await ok(['topic', 'create', 'live', '--member', 'zeke', '--json', '--profile', a])).id;
     await ok(['sync', '--profile', b]);
     const watch = spawnCli(['watch', '--json', '--profile', b]);
+    // What is in the topic when watching begins is history: wait until the watcher is live.
+    const deadline = Date.now() + 20_000;
+    while (!watch.stderr().includes('watching') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.match(watch.stderr(), /watching/, 'the watcher says when it is live');
     await ok(['send', id, 'are you there?', '--profile', a]);
     const line = JSON.parse(await watch.line((l) => l.includes('are you there?')));
     assert.equal(line.sender.split('@')[0], 'yara');

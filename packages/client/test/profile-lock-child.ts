@@ -11,7 +11,8 @@ import { RendezvousError } from '@rendezvous/protocol';
 
 const [mode, dir, arg] = process.argv.slice(2);
 if (dir === undefined) throw new Error('usage: profile-lock-child.ts hold|try|write DIR [N]');
-const store = new FileProfileStore(dir);
+// No waiting: the test asserts what a conflicting process is told.
+const store = new FileProfileStore(dir, { lockWaitMs: 0 });
 
 /** Document i: u32 i, then n - 4 bytes all equal to i & 0xff (so a torn write is visible). */
 function doc(i: number, n: number): Uint8Array {

@@ -502,7 +502,7 @@ describe('profile lock', () => {
     assert.equal(got.code, 'store.conflict');
     assert.match(got.message, new RegExp(`^profile is in use by process ${holder.pid}\\b`));
     // …and from this one.
-    const store = new FileProfileStore(dir);
+    const store = new FileProfileStore(dir, { lockWaitMs: 0 });
     const e = await rejectsWith(store.withLock(async () => 'never'), 'store.conflict');
     assert.match(e.message, new RegExp(`^profile is in use by process ${holder.pid}\\b`));
     assert.equal(e.details?.pid, holder.pid);
@@ -511,6 +511,20 @@ describe('profile lock', () => {
     await new Promise((r) => holder.once('exit', r));
     assert.equal(await store.withLock(async () => 'ran'), 'ran', 'free once the holder released it');
     assert.equal(existsSync(join(dir, 'profile.lock')), false, 'lock file removed on release');
+  });
+
+  test('a command waits for a live holder that lets go, instead of failing at once', async () => {
+    const dir = freshDir();
+    await new FileProfileStore(dir).prepare();
+    const holder = spawnChild(['hold', dir]);
+    const exited = new Promise((r) => holder.once('exit', r));
+    await waitForLine(holder, 'locked');
+    const store = new FileProfileStore(dir, { lockWaitMs: 10_000 });
+    const waiting = store.withLock(async () => 'ran after the holder');
+    await new Promise((r) => setTimeout(r, 300));
+    holder.stdin!.end();
+    assert.equal(await waiting, 'ran after the holder');
+    await exited;
   });
 
   test('a lock left by a killed process is taken over', async () => {
@@ -527,7 +541,7 @@ describe('profile lock', () => {
 
   test('stale lock of a dead pid taken over; another host’s lock or a fresh unreadable one is not', async () => {
     const dir = freshDir();
-    const store = new FileProfileStore(dir);
+    const store = new FileProfileStore(dir, { lockWaitMs: 0 });
     await store.prepare();
     const { hostname } = await import('node:os');
     writeFileSync(store.lockPath, `${deadPid()}\n${hostname()}\n`);

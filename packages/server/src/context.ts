@@ -12,8 +12,11 @@ import { createMetrics, type Metrics } from './metrics.ts';
 
 /** Signals for live delivery (the durable record is the store's event table). */
 export type ServerEvent =
-  /** A new log entry; `users` are the members before and after it (who may need to hear). */
-  | { kind: 'entry'; topicId: string; users: string[] }
+  /**
+   * A new log entry; `users` are the members before and after it (who may need to hear), and
+   * `deviceId` the device that posted it.
+   */
+  | { kind: 'entry'; topicId: string; users: string[]; deviceId: string }
   | { kind: 'bundle'; deviceId: string }
   | { kind: 'device'; user: string }
   | { kind: 'device-removed'; deviceId: string }

@@ -56,6 +56,8 @@ export const RATES = {
   claimPrekey: [60, 60_000],
   admin: [120, 60_000],
   write: [600, 60_000],
+  /** Adding a push subscription (each may cost a DNS lookup), per device. */
+  push: [30, 60_000],
 } as const satisfies Record<string, readonly [number, number]>;
 
 export type RateName = keyof typeof RATES;

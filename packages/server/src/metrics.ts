@@ -35,6 +35,12 @@ export function createMetrics() {
       labelNames: ['limit'] as const,
       registers: [registry],
     }),
+    pushes: new Counter({
+      name: 'rendezvous_push_total',
+      help: 'Push wake-ups by outcome: sent, retried, failed, removed (subscription gone: 404/410), dropped (queue full)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     connectedDevices: new Gauge({ name: 'rendezvous_connected_devices', help: 'Live WebSocket connections', registers: [registry] }),
     keyPoolLow: new Counter({
       name: 'rendezvous_key_pool_low_total',

@@ -16,6 +16,7 @@ import { createContext, type Context, type ContextOptions } from './context.ts';
 import { createApp } from './http/app.ts';
 import { attachWebSocket } from './http/ws.ts';
 import { startJanitor } from './janitor.ts';
+import { Push, type PushOptions } from './push.ts';
 import { openSqliteStore } from './storage/sqlite.ts';
 import { openFsBlobStore } from './storage/blobs.ts';
 import type { Store } from './storage/store.ts';
@@ -46,12 +47,19 @@ export interface ServerConfig {
   rates?: ContextOptions['rates'];
   /** File caps (`{"maxBlobBytes": …, "blobBytesPerUser": …}`). */
   limits?: ContextOptions['limits'];
+  /**
+   * Push (docs/server.md §Push): `{"contact": "mailto:…", "coalesceMs": 2000, …}`.
+   * `allowInsecure: true` (http and private/loopback endpoints) is for development and tests only.
+   */
+  push?: PushOptions;
 }
 
 export interface RunningServer {
   url: string;
   name: string;
   ctx: Context;
+  /** The push dispatcher (docs/server.md §Push). */
+  push: Push;
   close(): Promise<void>;
 }
 
@@ -125,8 +133,11 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   });
   await initAdminToken(ctx, config.adminToken, config.announce ?? ((l) => console.log(l)));
 
+  const push = await Push.create(ctx, config.push);
+  if (config.push?.allowInsecure === true) log.warn('push: allowInsecure is on: http and private-address push endpoints are accepted (development only)');
+
   let ready = true;
-  const app = createApp(ctx, { isReady: () => ready, trustProxy: config.trustProxy ?? false, corsOrigins: config.corsOrigins ?? '*' });
+  const app = createApp(ctx, { isReady: () => ready, trustProxy: config.trustProxy ?? false, corsOrigins: config.corsOrigins ?? '*', push });
   const http: HttpServer = createServer(
     // Bodies have their own limits (LIMITS.bodyTimeoutMs, uploadIdleMs); the request timeout
     // only bounds the longest upload.
@@ -135,6 +146,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   );
   http.maxHeadersCount = 100;
   const live = attachWebSocket(http, ctx);
+  push.start(live.isConnected);
   const stopJanitor = startJanitor(ctx);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
@@ -149,11 +161,13 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     url,
     name,
     ctx,
+    push,
     close() {
       closing ??= (async () => {
         ready = false;
         stopJanitor();
         await live.close();
+        await push.close();
         // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.
         const done = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();

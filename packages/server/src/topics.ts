@@ -291,7 +291,7 @@ function enqueue(
     () => {
       end();
       settle();
-      announce(ctx, topicId, before, next.state);
+      announce(ctx, topicId, before, next.state, idem.deviceId);
     },
     (e: unknown) => {
       settle();
@@ -433,13 +433,16 @@ export async function postMessage(ctx: Context, caller: Caller, sub: Submission,
   });
 }
 
-/** Wakes live connections of everyone the entry concerns: members before and after it. */
-function announce(ctx: Context, topicId: Uint8Array, before: TopicState | null, after: TopicState): void {
+/**
+ * Wakes live connections (and push, push.ts) of everyone the entry concerns: members before and
+ * after it. `deviceId` is the device that posted it, which needs no wake-up.
+ */
+function announce(ctx: Context, topicId: Uint8Array, before: TopicState | null, after: TopicState, deviceId: string): void {
   const users = new Set<string>();
   for (const m of after.members.values()) users.add(m.topicKey.user);
   if (before !== null && before !== after) for (const m of before.members.values()) users.add(m.topicKey.user);
   ctx.metrics.appends.inc();
-  ctx.events.emit({ kind: 'entry', topicId: toHex(topicId), users: [...users] });
+  ctx.events.emit({ kind: 'entry', topicId: toHex(topicId), users: [...users], deviceId });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ const TAKEOVER_FILE = 'profile.lock.takeover';
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
 const TEMP = /^\.(.+)\.tmp-(\d+)-[0-9a-f]+$/;
+/** How long a command waits for a live process to release the profile before giving up. */
+const LOCK_WAIT_MS = 10_000;
+
 /** An unreadable lock file younger than this may still be being written by its creator. */
 const LOCK_GRACE_MS = 5_000;
 
@@ -88,8 +91,12 @@ export class FileProfileStore implements ProfileStore {
   readonly dir: string;
   #prepared: Promise<PrepareResult> | null = null;
 
-  constructor(dir: string) {
+  /** How long `withLock` waits for a live holder before `store.conflict` (default 10 s). */
+  private readonly lockWaitMs: number;
+
+  constructor(dir: string, opts: { lockWaitMs?: number } = {}) {
     this.dir = resolve(dir);
+    this.lockWaitMs = opts.lockWaitMs ?? LOCK_WAIT_MS;
   }
 
   /** Opens (creating or tightening) the profile directory; see `PrepareResult`. */
@@ -273,6 +280,9 @@ export class FileProfileStore implements ProfileStore {
   async #acquire(): Promise<string> {
     const path = this.lockPath;
     const content = `${process.pid}\n${hostname()}\n`;
+    // A live holder is usually a short command, or a long one (watch, device link) between its
+    // short turns: wait for it a while rather than fail at once.
+    const deadline = Date.now() + this.lockWaitMs;
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         const fh = await fsp.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
@@ -289,6 +299,11 @@ export class FileProfileStore implements ProfileStore {
       const seen = await this.#readLock();
       if (seen === null) continue; // released meanwhile
       if (!this.#isStale(seen)) {
+        if (Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 25 + Math.random() * 50));
+          attempt--;
+          continue;
+        }
         const pid = parseInt(seen.content, 10);
         const who = Number.isInteger(pid) && pid > 0 ? `process ${pid}` : 'another process';
         const host = seen.content.split('\n')[1];

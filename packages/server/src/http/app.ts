@@ -13,6 +13,7 @@ import * as files from '../files.ts';
 import { registerFileRoutes } from './files.ts';
 import * as topics from '../topics.ts';
 import { readEvents } from '../events.ts';
+import { PUSH_LIMITS, type Push } from '../push.ts';
 import { LIMITS } from '../limits.ts';
 import { b64, b64List, int, objList, optInt, readJson, readJsonBytes, str } from './body.ts';
 
@@ -27,7 +28,10 @@ function bearer(c: HonoContext): string | undefined {
   return m?.[1];
 }
 
-export function createApp(ctx: Context, opts: { isReady?: () => boolean; trustProxy?: boolean; corsOrigins?: '*' | string[] } = {}) {
+export function createApp(
+  ctx: Context,
+  opts: { isReady?: () => boolean; trustProxy?: boolean; corsOrigins?: '*' | string[]; push?: Push } = {},
+) {
   const app = new Hono<Env>();
   const small = LIMITS.maxSmallBodyBytes;
 
@@ -255,6 +259,32 @@ export function createApp(ctx: Context, opts: { isReady?: () => boolean; trustPr
     const topicId = topicParam(c);
     return c.json(await topics.getConsistencyProof(ctx, c.get('caller'), topicId, queryInt(c, 'from'), queryInt(c, 'to')));
   });
+
+  // ---- push (docs/server.md §Push) -------------------------------------------------------------
+  const push = opts.push;
+  if (push !== undefined) {
+    app.get('/v1/push/vapid', (c) => c.json({ publicKey: push.publicKey }));
+    app.post('/v1/push/subscriptions', auth, async (c) => {
+      ctx.rate.take('push', c.get('caller').deviceId);
+      const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+      const keys = body.keys;
+      if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) {
+        throw new RendezvousError('request.bad_field', 'keys: expected {p256dh, auth}', { field: 'keys' });
+      }
+      const k = keys as Record<string, unknown>;
+      const r = await push.subscribe(c.get('caller'), {
+        endpoint: str(body, 'endpoint', PUSH_LIMITS.endpointMaxLength),
+        p256dh: str(k, 'p256dh', 128),
+        auth: str(k, 'auth', 64),
+      });
+      return c.json(r, 201);
+    });
+    app.get('/v1/push/subscriptions', auth, async (c) => c.json({ subscriptions: await push.list(c.get('caller')) }));
+    app.delete('/v1/push/subscriptions/:id', auth, async (c) => {
+      await push.unsubscribe(c.get('caller'), param(c, 'id'));
+      return c.json({ deleted: true });
+    });
+  }
 
   // ---- files
   registerFileRoutes(app, ctx, auth);

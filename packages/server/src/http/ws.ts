@@ -40,6 +40,8 @@ export const CloseCode = {
 export interface LiveDelivery {
   /** Number of open, authenticated connections. */
   connections(): number;
+  /** Whether the device has an open, authenticated connection (push skips it, push.ts). */
+  isConnected(deviceId: string): boolean;
   /** Closes every connection with 1001 (server shutdown). */
   close(): Promise<void>;
 }
@@ -195,6 +197,7 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
 
   return {
     connections: () => open,
+    isConnected: (deviceId) => perDevice.has(deviceId),
     async close() {
       for (const ws of wss.clients) ws.close(CloseCode.goingAway, 'server shutting down');
       await new Promise<void>((resolve) => wss.close(() => resolve()));

@@ -216,6 +216,24 @@ CREATE TABLE removed_users (
 ) STRICT, WITHOUT ROWID;
 `,
   },
+  {
+    // Web Push subscriptions (docs/server.md §Push), owned by devices: deleting a device (or
+    // its user) cascades to them. The unique key leads with device_id, so it also serves the
+    // cascade and the per-device listing; one endpoint appears once per device.
+    version: 4,
+    name: 'push subscriptions',
+    sql: `
+CREATE TABLE push_subscriptions (
+  id         TEXT PRIMARY KEY,
+  device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  endpoint   TEXT NOT NULL,
+  p256dh     TEXT NOT NULL,
+  auth       TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  UNIQUE (device_id, endpoint)
+) STRICT;
+`,
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -16,6 +16,7 @@ import type {
   AppendBatch,
   BlobRow,
   DeviceRow,
+  PushSubscriptionRow,
   EntryRow,
   EventRow,
   IdempotencyRow,
@@ -45,6 +46,7 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
 interface PinDb { id: string; user: string; pin_hash: Buffer; expires_at: number; tries_left: number; created_at: number }
 interface UserDb { user: string; identity_key: Buffer; created_at: number }
 interface DeviceDb { device_id: string; user: string; cert: Buffer; created_at: number }
+interface PushDb { id: string; device_id: string; endpoint: string; p256dh: string; auth: string; created_at: number }
 interface SessionDb { token_hash: Buffer; device_id: string; user: string; created_at: number; expires_at: number }
 interface TopicDb { topic_id: Buffer; host: string; size: number; epoch_start_size: number; checkpoint: Buffer; created_at: number }
 interface MemberDb { member_id: number; user: string; role: MemberRow['role'] }
@@ -365,6 +367,47 @@ export class SqliteStore implements Store {
       this.removeDevice(deviceId);
       return true;
     });
+  }
+
+  // ---- push subscriptions -------------------------------------------------------------------
+
+  async addPushSubscription(row: PushSubscriptionRow, max: number): Promise<PushSubscriptionRow> {
+    return this.write(() => {
+      if (this.q('SELECT 1 FROM devices WHERE device_id = ?').get(row.deviceId) === undefined) throw new RendezvousError('device.unknown');
+      const old = this.q('SELECT * FROM push_subscriptions WHERE device_id = ? AND endpoint = ?').get(row.deviceId, row.endpoint) as
+        | PushDb
+        | undefined;
+      if (old !== undefined) {
+        this.q('UPDATE push_subscriptions SET p256dh = ?, auth = ? WHERE id = ?').run(row.p256dh, row.auth, old.id);
+        return { ...pushRow(old), p256dh: row.p256dh, auth: row.auth };
+      }
+      const n = (this.q('SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?').get(row.deviceId) as { n: number }).n;
+      if (n >= max) throw new RendezvousError('push.too_many', `a device holds at most ${max} push subscriptions`);
+      this.q('INSERT INTO push_subscriptions (id, device_id, endpoint, p256dh, auth, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+        row.id,
+        row.deviceId,
+        row.endpoint,
+        row.p256dh,
+        row.auth,
+        row.createdAt,
+      );
+      return { ...row };
+    });
+  }
+
+  async listPushSubscriptions(deviceId: string): Promise<PushSubscriptionRow[]> {
+    return (this.q('SELECT * FROM push_subscriptions WHERE device_id = ? ORDER BY created_at, id').all(deviceId) as PushDb[]).map(pushRow);
+  }
+
+  async pushSubscriptionsOfUser(user: string): Promise<PushSubscriptionRow[]> {
+    const rows = this.q(
+      'SELECT s.* FROM devices d JOIN push_subscriptions s ON s.device_id = d.device_id WHERE d.user = ? ORDER BY s.created_at, s.id',
+    ).all(user) as PushDb[];
+    return rows.map(pushRow);
+  }
+
+  async deletePushSubscription(deviceId: string, id: string): Promise<boolean> {
+    return this.q('DELETE FROM push_subscriptions WHERE id = ? AND device_id = ?').run(id, deviceId).changes > 0;
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -810,6 +853,10 @@ function pinRow(r: PinDb): PinRow {
 
 function userRow(r: UserDb): UserRow {
   return { user: r.user, identityKey: u8(r.identity_key), createdAt: r.created_at };
+}
+
+function pushRow(r: PushDb): PushSubscriptionRow {
+  return { id: r.id, deviceId: r.device_id, endpoint: r.endpoint, p256dh: r.p256dh, auth: r.auth, createdAt: r.created_at };
 }
 
 function deviceRow(r: DeviceDb): DeviceRow {

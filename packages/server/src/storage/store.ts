@@ -133,6 +133,19 @@ export interface EventRow {
   createdAt: number;
 }
 
+/** A device's Web Push subscription (docs/server.md §Push): where and how to wake it. */
+export interface PushSubscriptionRow {
+  /** Random public id (base64url), for the device to list and delete it. */
+  id: string;
+  deviceId: string;
+  /** The push service URL (a capability: whoever knows it can push to the browser). */
+  endpoint: string;
+  /** The browser's P-256 public key (65 bytes, uncompressed) and auth secret (16 bytes), base64url (RFC 8291). */
+  p256dh: string;
+  auth: string;
+  createdAt: number;
+}
+
 export interface Store {
   /** Applies pending numbered migrations; idempotent. */
   migrate(): Promise<void>;
@@ -163,7 +176,7 @@ export interface Store {
   nameTaken(user: string): Promise<boolean>;
   listUsers(): Promise<UserRow[]>;
   /**
-   * Deletes the user and everything of theirs: devices, sessions, prekeys, topic keys, bundles
+   * Deletes the user and everything of theirs: devices, sessions, push subscriptions, prekeys, topic keys, bundles
    * to or from their devices, idempotency records, pins for the name. Their memberships in
    * topics stay in the topic logs (only an update can remove a member), so the name is never
    * registered again (`nameTaken`, registerWithPin 'user_exists'). Returns false if none.
@@ -176,8 +189,23 @@ export interface Store {
   addDevice(device: DeviceRow): Promise<void>;
   getDevice(deviceId: string): Promise<DeviceRow | null>;
   listDevices(user: string): Promise<DeviceRow[]>;
-  /** Deletes the device with its sessions, prekeys and pending bundles; remembers the id. */
+  /** Deletes the device with its sessions, prekeys, pending bundles and push subscriptions; remembers the id. */
   deleteDevice(deviceId: string): Promise<boolean>;
+
+  // ---- push subscriptions (docs/server.md §Push) ----------------------------------------------
+  /**
+   * Adds a subscription of an existing device. The same endpoint again for the same device
+   * replaces its keys and keeps its id and creation time (a browser re-subscribing); the
+   * stored row is returned. Fails with `push.too_many` (adding nothing) if the device would
+   * hold more than `max`, and with `device.unknown` if the device does not exist.
+   */
+  addPushSubscription(row: PushSubscriptionRow, max: number): Promise<PushSubscriptionRow>;
+  /** The device's subscriptions, oldest first. */
+  listPushSubscriptions(deviceId: string): Promise<PushSubscriptionRow[]>;
+  /** The subscriptions of every device of `user`. */
+  pushSubscriptionsOfUser(user: string): Promise<PushSubscriptionRow[]>;
+  /** Deletes the device's subscription `id`; false if the device has none with that id. */
+  deletePushSubscription(deviceId: string, id: string): Promise<boolean>;
 
   // ---- sessions -------------------------------------------------------------------------------
   createSession(s: SessionRow): Promise<void>;

@@ -12,7 +12,18 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRendezvousError, toHex, utf8, type ErrorCode } from '@rendezvous/protocol';
-import type { AppendBatch, BlobRow, DeviceRow, EventRow, IdempotencyRow, MemberRow, PinRow, Store, UserRow } from '../../src/storage/store.ts';
+import type {
+  AppendBatch,
+  BlobRow,
+  DeviceRow,
+  EventRow,
+  IdempotencyRow,
+  MemberRow,
+  PinRow,
+  PushSubscriptionRow,
+  Store,
+  UserRow,
+} from '../../src/storage/store.ts';
 
 export interface StoreHarness {
   /** A fresh, migrated, empty store. */
@@ -416,6 +427,77 @@ export function storeConformance(
         await s.createPin(pinRow('p', 'ghost@alpha.example', '1'));
         assert.deepEqual(await s.deleteUser('ghost@alpha.example'), { deleted: false, blobs: [] });
         assert.equal((await s.listPins()).length, 1);
+      });
+    });
+
+    describe('push subscriptions', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@alpha.example';
+      const sub = (id: string, deviceId: string, endpoint = `https://push.example/${id}`, createdAt = NOW): PushSubscriptionRow => ({
+        id,
+        deviceId,
+        endpoint,
+        p256dh: `p256dh-${id}`,
+        auth: `auth-${id}`,
+        createdAt,
+      });
+
+      it('add, list (every field, oldest first), by user, delete scoped to the device', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await addUser(s, bob, 'b1');
+        assert.deepEqual(await s.addPushSubscription(sub('s2', 'a1', undefined, NOW + 1), 5), sub('s2', 'a1', undefined, NOW + 1));
+        await s.addPushSubscription(sub('s1', 'a1'), 5);
+        await s.addPushSubscription(sub('s3', 'a2'), 5);
+        await s.addPushSubscription(sub('s4', 'b1'), 5);
+        assert.deepEqual(await s.listPushSubscriptions('a1'), [sub('s1', 'a1'), sub('s2', 'a1', undefined, NOW + 1)]);
+        assert.deepEqual(await s.listPushSubscriptions('none'), []);
+        assert.deepEqual((await s.pushSubscriptionsOfUser(alice)).map((x) => x.id).sort(), ['s1', 's2', 's3']);
+        assert.deepEqual((await s.pushSubscriptionsOfUser(bob)).map((x) => x.id), ['s4']);
+        assert.deepEqual(await s.pushSubscriptionsOfUser('ghost@alpha.example'), []);
+        // Only the owning device deletes it.
+        assert.equal(await s.deletePushSubscription('a2', 's1'), false);
+        assert.equal(await s.deletePushSubscription('a1', 's1'), true);
+        assert.equal(await s.deletePushSubscription('a1', 's1'), false);
+        assert.deepEqual((await s.listPushSubscriptions('a1')).map((x) => x.id), ['s2']);
+      });
+
+      it('the same endpoint again replaces the keys and keeps id and creation time; the cap adds nothing past it', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await s.addPushSubscription(sub('s1', 'a1', 'https://push.example/x'), 2);
+        const again = await s.addPushSubscription({ ...sub('s9', 'a1', 'https://push.example/x', NOW + 5), p256dh: 'new-key', auth: 'new-auth' }, 2);
+        assert.deepEqual(again, { ...sub('s1', 'a1', 'https://push.example/x'), p256dh: 'new-key', auth: 'new-auth' });
+        assert.deepEqual(await s.listPushSubscriptions('a1'), [again]);
+        // The same endpoint on another device is another subscription.
+        await s.addPushSubscription(sub('s2', 'a2', 'https://push.example/x'), 2);
+        await s.addPushSubscription(sub('s3', 'a1'), 2);
+        await rejectsWith(s.addPushSubscription(sub('s4', 'a1'), 2), 'push.too_many');
+        assert.deepEqual((await s.listPushSubscriptions('a1')).map((x) => x.id), ['s1', 's3']);
+        // Replacing at the cap is not adding.
+        await s.addPushSubscription(sub('s5', 'a1', 'https://push.example/s3'), 2);
+        assert.deepEqual((await s.listPushSubscriptions('a1')).map((x) => x.id), ['s1', 's3']);
+      });
+
+      it('a subscription of an unknown or removed device is refused', async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await rejectsWith(s.addPushSubscription(sub('s1', 'zz'), 5), 'device.unknown');
+        await s.deleteDevice('a2');
+        await rejectsWith(s.addPushSubscription(sub('s1', 'a2'), 5), 'device.unknown');
+        assert.deepEqual(await s.pushSubscriptionsOfUser(alice), []);
+      });
+
+      it("deleteDevice and deleteUser remove their subscriptions, and nobody else's", async () => {
+        await addUser(s, alice, 'a1', 'a2');
+        await addUser(s, bob, 'b1');
+        await s.addPushSubscription(sub('s1', 'a1'), 5);
+        await s.addPushSubscription(sub('s2', 'a2'), 5);
+        await s.addPushSubscription(sub('s3', 'b1'), 5);
+        assert.equal(await s.deleteDevice('a1'), true);
+        assert.deepEqual(await s.listPushSubscriptions('a1'), []);
+        assert.deepEqual((await s.pushSubscriptionsOfUser(alice)).map((x) => x.id), ['s2']);
+        assert.equal((await s.deleteUser(alice)).deleted, true);
+        assert.deepEqual(await s.listPushSubscriptions('a2'), []);
+        assert.deepEqual(await s.pushSubscriptionsOfUser(alice), []);
+        assert.deepEqual((await s.pushSubscriptionsOfUser(bob)).map((x) => x.id), ['s3']);
       });
     });
 
