@@ -2,8 +2,9 @@
  * Micro-benchmarks of the protocol core for both providers: the physical limits the server's
  * throughput is later compared to (issue 7). Not a test: it prints figures and writes JSON.
  *
- *   npm run bench              full run (5 repetitions of ~1 s per operation)
- *   npm run bench -- --quick   CI-sized run (3 repetitions of ~0.2 s)
+ * Section 1 of the benchmark suite (`npm run bench`, packages/server/bench/run.ts); alone:
+ *   node --import tsx packages/protocol/bench/crypto.ts            full run (5 repetitions of ~1 s per operation)
+ *   node --import tsx packages/protocol/bench/crypto.ts --quick    CI-sized run (3 repetitions of ~0.2 s)
  *
  * Each figure is the median of the repetitions, in operations per second on one core.
  */

@@ -1,0 +1,90 @@
+/**
+ * A real `rendezvous serve` process for benchmarks: its own temp data directory, a config file
+ * raising the rate limits (one load generator plays many users from one address), log level
+ * `info` as an operator runs it, and optionally V8 flags such as `--cpu-prof` (which
+ * NODE_OPTIONS does not accept).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+const BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'bin', 'rendezvous.mjs');
+
+export interface BenchServer {
+  url: string;
+  name: string;
+  adminToken: string;
+  proc: ChildProcess;
+  dataDir: string;
+  /** SIGTERM (graceful: a CPU profile is written on exit), SIGKILL after 15 s; removes the temp directory. */
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+export async function startBenchServer(opts: { rates: Record<string, readonly [number, number]>; nodeFlags?: string[]; logLevel?: string }): Promise<BenchServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'rendezvous-bench-server-'));
+  const dataDir = join(dir, 'data');
+  const config = join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({ rates: opts.rates }));
+  const port = await freePort();
+  const name = `localhost:${port}`;
+  const adminToken = `bench-admin-${randomBytes(18).toString('base64url')}`;
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RENDEZVOUS_') && k !== 'NODE_OPTIONS') env[k] = v;
+  env.RENDEZVOUS_ADMIN_TOKEN = adminToken;
+  const args = [...(opts.nodeFlags ?? []), BIN, 'serve', '--data', dataDir, '--port', String(port), '--name', name, '--config', config, '--log-level', opts.logLevel ?? 'info'];
+  const proc = spawn(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const url = `http://127.0.0.1:${port}`;
+  let out = '';
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const kill = () => proc.exitCode === null && proc.signalCode === null && proc.kill('SIGKILL');
+  process.once('exit', kill);
+  await new Promise<void>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`server did not start within 20 s:\n${out}`)), 20_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      if (out.length < 100_000) out += String(d);
+      if (out.includes(`listening on ${url}`)) {
+        clearTimeout(t);
+        res();
+      }
+    });
+    proc.stderr!.on('data', (d: Buffer) => (out += String(d)));
+    void exited.then(() => {
+      clearTimeout(t);
+      rej(new Error(`server exited before listening:\n${out}`));
+    });
+  });
+  // Keep draining its output (info-level lines) so the pipe never blocks the server.
+  proc.stdout!.removeAllListeners('data');
+  proc.stdout!.resume();
+  return {
+    url,
+    name,
+    adminToken,
+    proc,
+    dataDir,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        const t = setTimeout(kill, 15_000);
+        await exited;
+        clearTimeout(t);
+      }
+      process.off('exit', kill);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
