@@ -47,7 +47,7 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import type { RunningServer } from '@rendezvous/server';
-import { ADMIN_TOKEN, socketServer } from '../../server/test/helpers.ts';
+import { ADMIN_TOKEN, issuePin, overHttp, socketServer } from '../../server/test/helpers.ts';
 import { ServerApi, type EventBatch, type ServerApiOptions, type WebSocketLike } from '../src/api.ts';
 import { NodeWebSocket } from '../src/node/ws.ts';
 
@@ -72,15 +72,7 @@ async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<any> {
 }
 
 /** A registration pin from the admin API (plain fetch: the admin routes are not the SDK's). */
-async function pin(user: string): Promise<string> {
-  const res = await fetch(`${server.url}/v1/admin/pins`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ user }),
-  });
-  assert.equal(res.status, 201);
-  return ((await res.json()) as { pin: string }).pin;
-}
+const pin = (user: string) => issuePin(overHttp(server.url), user);
 
 /** A user as a client holds one: identity seed, and one ServerApi per logged-in device. */
 class User {

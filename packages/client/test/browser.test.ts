@@ -31,7 +31,7 @@ import { build, type Metafile, type Plugin } from 'esbuild';
 import type { Browser, Page } from 'playwright-core';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import type { RunningServer } from '@rendezvous/server';
-import { ADMIN_TOKEN, socketServer } from '../../server/test/helpers.ts';
+import { ADMIN_TOKEN, issuePin, overHttp, socketServer } from '../../server/test/helpers.ts';
 import { RendezvousClient } from '../src/client.ts';
 import { MemoryProfileStore } from '../src/profile-store.ts';
 import type { BrowserApi } from './browser/entry.ts';
@@ -204,15 +204,7 @@ describe('the client SDK in the browser', () => {
       ) as Promise<Awaited<ReturnType<BrowserApi[K]>>>;
     }
 
-    async function pin(user: string): Promise<string> {
-      const r = await fetch(`${server.url}/v1/admin/pins`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ user: `${user}@${NAME}` }),
-      });
-      assert.equal(r.status, 201);
-      return ((await r.json()) as { pin: string }).pin;
-    }
+    const pin = (user: string) => issuePin(overHttp(server.url), `${user}@${NAME}`);
 
     async function load(): Promise<void> {
       await tab.goto(`${page!.url}/`);

@@ -6,10 +6,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
-import { isRendezvousError, type ErrorCode } from '@rendezvous/protocol';
+import { type ErrorCode } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import type { RunningServer } from '@rendezvous/server';
-import { ADMIN_TOKEN, socketServer } from '../../server/test/helpers.ts';
+import { socketServer, issuePin, overHttp, rejectsCode } from '../../server/test/helpers.ts';
 import { RendezvousClient } from '../src/client.ts';
 import { MemoryProfileStore } from '../src/profile-store.ts';
 import { NodeWebSocket } from '../src/node/ws.ts';
@@ -17,28 +17,14 @@ import { NodeWebSocket } from '../src/node/ws.ts';
 let server: RunningServer;
 let running: Awaited<ReturnType<typeof socketServer>>;
 
-async function pin(user: string): Promise<string> {
-  const r = await fetch(`${server.url}/v1/admin/pins`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ user: `${user}@${server.name}` }),
-  });
-  assert.equal(r.status, 201);
-  return ((await r.json()) as { pin: string }).pin;
-}
+const pin = (user: string) => issuePin(overHttp(server.url), `${user}@${server.name}`);
 
 async function newUser(name: string, store = new MemoryProfileStore()): Promise<{ c: RendezvousClient; store: MemoryProfileStore }> {
   const c = await RendezvousClient.register({ store, crypto, WebSocket: NodeWebSocket, server: server.url, user: name, pin: await pin(name), pool: { prekeys: 5, topicKeys: 5 } });
   return { c, store };
 }
 
-async function rejects(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(isRendezvousError(e), `expected a RendezvousError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return true;
-  });
-}
+const rejects = rejectsCode;
 
 before(async () => {
   running = await socketServer('client.test');

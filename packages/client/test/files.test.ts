@@ -22,7 +22,7 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import type { RunningServer } from '@rendezvous/server';
-import { ADMIN_TOKEN, socketServer } from '../../server/test/helpers.ts';
+import { socketServer, issuePin, overHttp, rejectsCode } from '../../server/test/helpers.ts';
 import { RendezvousClient } from '../src/client.ts';
 import { MemoryProfileStore } from '../src/profile-store.ts';
 import { fetchFile, fileInfo, sendFile, type FileProgress } from '../src/files.ts';
@@ -46,27 +46,13 @@ async function bobFetch(input: RequestInfo | URL, init?: RequestInit): Promise<R
   return new Response(t.body as unknown as BodyInit, { status: res.status, headers });
 }
 
-async function pin(user: string): Promise<string> {
-  const r = await fetch(`${server.url}/v1/admin/pins`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ user: `${user}@${server.name}` }),
-  });
-  assert.equal(r.status, 201);
-  return ((await r.json()) as { pin: string }).pin;
-}
+const pin = (user: string) => issuePin(overHttp(server.url), `${user}@${server.name}`);
 
 async function newUser(name: string, f?: typeof fetch): Promise<RendezvousClient> {
   return RendezvousClient.register({ store: new MemoryProfileStore(), crypto, fetch: f, server: server.url, user: name, pin: await pin(name), pool: { prekeys: 5, topicKeys: 5 } });
 }
 
-async function rejects(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(isRendezvousError(e), `expected a RendezvousError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    return true;
-  });
-}
+const rejects = rejectsCode;
 
 /** Deterministic bytes that differ from chunk to chunk. */
 function pattern(size: number, seed = 1): Uint8Array {

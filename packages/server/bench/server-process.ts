@@ -6,10 +6,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { freePort } from '../test/process.ts';
 
 const BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'bin', 'rendezvous.mjs');
 
@@ -21,17 +21,6 @@ export interface BenchServer {
   dataDir: string;
   /** SIGTERM (graceful: a CPU profile is written on exit), SIGKILL after 15 s; removes the temp directory. */
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => res(port));
-    });
-  });
 }
 
 export async function startBenchServer(opts: { rates: Record<string, readonly [number, number]>; nodeFlags?: string[]; logLevel?: string }): Promise<BenchServer> {

@@ -116,6 +116,14 @@ export async function call(t: Transport, method: string, path: string, body?: un
   return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
 }
 
+/** Awaits `p` and checks it rejects with a RendezvousError of `code`. */
+export async function rejectsCode(p: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof Error && (e as { code?: unknown }).code === code, `expected ${code}, got ${String(e)}`);
+    return true;
+  });
+}
+
 export function expectError(r: Call, status: number, code: ErrorCode): void {
   assert.equal(r.body?.error?.code, code, `expected ${code}, got ${JSON.stringify(r.body)}`);
   assert.equal(r.status, status);
