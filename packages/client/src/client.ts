@@ -144,6 +144,8 @@ const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
  * expanding it in a browser's devtools, shows no seed, key or token (docs/client.md §2).
  */
 const docs = new WeakMap<RendezvousClient, ProfileDoc>();
+/** Each mirror's title as of a log size (RendezvousClient.titleOf). */
+const titles = new WeakMap<TopicMirror, { size: number; title: string | null }>();
 function docOf(c: RendezvousClient): ProfileDoc {
   return docs.get(c)!;
 }
@@ -659,8 +661,11 @@ export class RendezvousClient {
     return user.includes('@') ? user : `${user}@${docOf(this).serverName}`;
   }
 
-  /** Applies a change as this admin (or as the leaver), re-syncing first so it builds on the head. */
-  private async change(topicId: Uint8Array, action: ChangeAction, forceNewEpoch = false): Promise<void> {
+  /**
+   * Applies a change as this admin (or as the leaver), syncing first so it builds on the head;
+   * `action` is made from that synced state (a member id is only known there).
+   */
+  private async change(topicId: Uint8Array, action: (state: TopicState) => ChangeAction): Promise<void> {
     await this.syncTopic(topicId);
     const m = this.mirror(topicId);
     const state = m.state!;
@@ -668,21 +673,21 @@ export class RendezvousClient {
     if (me === undefined) throw new RendezvousError('topic.not_member');
     const epochSecret = m.epochSecret(state.epoch);
     if (epochSecret === undefined) throw new RendezvousError('topic.bad_key_share', 'this device does not hold the current epoch secret');
+    const a = action(state);
     const built = buildUpdate(this.crypto, this.random, state, {
       signer: me.id,
       signatureSeed: this.keyLookup(topicKeyId(me.topicKey))!.signatureSeed,
       epochSecret,
-      action,
-      forceNewEpoch,
+      action: a,
     });
-    const r = await this.api.postUpdate(topicId, encodeTopicUpdate(built.update));
-    if (action.type === 'leave') {
+    const encoded = encodeTopicUpdate(built.update);
+    const r = await this.api.postUpdate(topicId, encoded);
+    if (a.type === 'leave') {
       // The server no longer serves the topic to a leaver; its mirror keeps what it verified.
       docOf(this).gone.push(toBase64url(topicId));
       return;
     }
-    const hash = encodeTopicUpdate(built.update);
-    await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), hash));
+    await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), encoded));
   }
 
   private memberOf(state: TopicState, user: string) {
@@ -692,35 +697,30 @@ export class RendezvousClient {
   }
 
   async addMember(topic: string, user: string, role: Role = 'participant'): Promise<void> {
-    const topicId = fromBase64url(topic);
     await this.authed(async () => {
       const topicKey = await this.claimTopicKey(this.qualify(user));
-      await this.change(topicId, { type: 'add', role, topicKey });
+      await this.change(fromBase64url(topic), () => ({ type: 'add', role, topicKey }));
       await this.save();
     });
   }
 
   async removeMember(topic: string, user: string): Promise<void> {
-    const topicId = fromBase64url(topic);
     await this.authed(async () => {
-      await this.syncTopic(topicId);
-      await this.change(topicId, { type: 'remove', memberId: this.memberOf(this.mirror(topicId).state!, user).id });
+      await this.change(fromBase64url(topic), (s) => ({ type: 'remove', memberId: this.memberOf(s, user).id }));
       await this.save();
     });
   }
 
   async setRole(topic: string, user: string, role: Role): Promise<void> {
-    const topicId = fromBase64url(topic);
     await this.authed(async () => {
-      await this.syncTopic(topicId);
-      await this.change(topicId, { type: 'role', memberId: this.memberOf(this.mirror(topicId).state!, user).id, role });
+      await this.change(fromBase64url(topic), (s) => ({ type: 'role', memberId: this.memberOf(s, user).id, role }));
       await this.save();
     });
   }
 
   async leave(topic: string): Promise<void> {
     await this.authed(async () => {
-      await this.change(fromBase64url(topic), { type: 'leave' });
+      await this.change(fromBase64url(topic), () => ({ type: 'leave' }));
       await this.save();
     });
   }
@@ -728,7 +728,7 @@ export class RendezvousClient {
   /** Starts a new epoch (also what admins' clients do after a leave, docs/client.md §Re-keying). */
   async rekey(topic: string): Promise<void> {
     await this.authed(async () => {
-      await this.change(fromBase64url(topic), { type: 'rekey' });
+      await this.change(fromBase64url(topic), () => ({ type: 'rekey' }));
       await this.save();
     });
   }
@@ -797,6 +797,14 @@ export class RendezvousClient {
    */
   async sync(o: { onProgress?: (topic: string, size: number, target: number) => void } = {}): Promise<SyncReport> {
     this.progress = o.onProgress;
+    try {
+      return await this.syncAll();
+    } finally {
+      this.progress = undefined;
+    }
+  }
+
+  private async syncAll(): Promise<SyncReport> {
     return this.authed(async () => {
       const bundles = await this.receiveBundles();
       const report: SyncReport = { topics: [], bundles, rejectedBundles: this.bundleAlarms.splice(0) };
@@ -826,17 +834,7 @@ export class RendezvousClient {
             continue;
           }
         }
-        const before = m.size;
-        const alarmsBefore = m.alarms.length;
-        try {
-          await this.syncTopic(t.topicId);
-          await this.completeRekey(t.topicId);
-        } catch (e) {
-          if (!isRendezvousError(e)) throw e;
-          report.topics.push({ id, newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted: e.code });
-          continue;
-        }
-        report.topics.push({ id, newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted: null });
+        report.topics.push({ id, ...(await this.syncOne(m)) });
       }
       await this.replenish();
       await this.save();
@@ -866,6 +864,25 @@ export class RendezvousClient {
   }
 
   /**
+   * One topic's step of a sync or a live wake-up: fetch and verify what is new, complete a
+   * pending re-key, and say what happened (a fault is reported, never thrown, so one topic
+   * cannot stop the others).
+   */
+  private async syncOne(m: TopicMirror): Promise<{ newEntries: number; alarms: Alarm[]; halted: ErrorCode | null }> {
+    const before = m.size;
+    const alarmsBefore = m.alarms.length;
+    let halted: ErrorCode | null = null;
+    try {
+      await this.syncTopic(m.topicId);
+      await this.completeRekey(m.topicId);
+    } catch (e) {
+      if (!isRendezvousError(e)) throw e;
+      halted = e.code;
+    }
+    return { newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted };
+  }
+
+  /**
    * After a member leaves, the leaver still holds the epoch secret until an admin starts a new
    * epoch (protocol §15.4): an admin's client does that as soon as it sees the leave.
    */
@@ -873,7 +890,7 @@ export class RendezvousClient {
     const m = this.mirror(topicId);
     if (m.state?.pendingRekey !== true || m.me()?.role !== 'admin') return;
     try {
-      await this.change(topicId, { type: 'rekey' });
+      await this.change(topicId, () => ({ type: 'rekey' }));
     } catch (e) {
       // Another admin re-keyed first: the next sync shows it.
       if (!isRendezvousError(e, 'topic.bad_parent')) throw e;
@@ -902,30 +919,19 @@ export class RendezvousClient {
         else if (e.kind === 'membership') relist = true;
       }
       if (b.bundles !== undefined && b.bundles.length > 0) await this.receiveBundles();
-      if (relist) {
-        const before = new Map([...this.mirrors].map(([id, m]) => [id, m.size]));
-        const r = await this.sync();
-        for (const t of r.topics) {
-          if (t.halted !== null) h.onAlarm?.(t.id, t.halted, 'stopped verifying this topic');
-          for (const a of t.alarms) h.onAlarm?.(t.id, a.code, a.message);
-          this.emitNew(t.id, before.get(t.id) ?? 0, h.onMessage);
-        }
-      } else {
+      // A membership change or a resync may bring topics this device does not know yet.
+      const before = new Map([...this.mirrors].map(([id, m]) => [id, m.size]));
+      const steps = relist ? (await this.sync()).topics : [];
+      if (!relist) {
         for (const id of touched) {
           const m = this.mirrors.get(id);
-          if (m === undefined) continue;
-          const from = m.size;
-          const alarmsBefore = m.alarms.length;
-          try {
-            await this.syncTopic(m.topicId);
-            await this.completeRekey(m.topicId);
-          } catch (e) {
-            if (!isRendezvousError(e)) throw e;
-            h.onAlarm?.(id, e.code, e.message);
-          }
-          for (const a of m.alarms.slice(alarmsBefore)) h.onAlarm?.(id, a.code, a.message);
-          this.emitNew(id, from, h.onMessage);
+          if (m !== undefined) steps.push({ id, ...(await this.syncOne(m)) });
         }
+      }
+      for (const t of steps) {
+        if (t.halted !== null) h.onAlarm?.(t.id, t.halted, 'stopped verifying this topic');
+        for (const a of t.alarms) h.onAlarm?.(t.id, a.code, a.message);
+        this.emitNew(t.id, before.get(t.id) ?? 0, h.onMessage);
       }
       docOf(this).cursor = b.cursor;
       await this.save();
@@ -1047,20 +1053,7 @@ export class RendezvousClient {
 
   private view(id: string, m: TopicMirror): TopicView {
     const s = m.state;
-    let title: string | null = null;
-    for (let i = m.size - 1; i >= 0 && title === null; i--) {
-      const e = m.entry(i);
-      if (e?.type !== 'message' || e.rejected !== null) continue;
-      const c = this.readEntry(m, i);
-      if (c?.type === 'topic-info') {
-        try {
-          const t = (JSON.parse(fromUtf8(c.body)) as { title?: unknown }).title;
-          if (typeof t === 'string') title = t;
-        } catch {
-          // A malformed topic-info is ignored, like any content this device cannot use.
-        }
-      }
-    }
+    const title = this.titleOf(m);
     const me = m.me();
     return {
       topicId: m.topicId,
@@ -1076,6 +1069,29 @@ export class RendezvousClient {
       alarms: m.alarms.slice(),
       halted: m.halted === null ? null : { code: m.halted.code, message: m.halted.message },
     };
+  }
+
+  /**
+   * The topic's title: the newest readable `topic-info` message. Remembered per mirror with the
+   * size it was computed at, so each view decrypts only the entries that arrived since.
+   */
+  private titleOf(m: TopicMirror): string | null {
+    const known = titles.get(m) ?? { size: 0, title: null };
+    for (let i = known.size; i < m.size; i++) {
+      const e = m.entry(i);
+      if (e?.type !== 'message' || e.rejected !== null) continue;
+      const c = this.readEntry(m, i);
+      if (c?.type !== 'topic-info') continue;
+      try {
+        const t = (JSON.parse(fromUtf8(c.body)) as { title?: unknown }).title;
+        if (typeof t === 'string') known.title = t;
+      } catch {
+        // A malformed topic-info is ignored, like any content this device cannot use.
+      }
+    }
+    known.size = m.size;
+    titles.set(m, known);
+    return known.title;
   }
 
   private readEntry(m: TopicMirror, index: number) {

@@ -118,8 +118,7 @@ async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<LoadedTopic
   const key = toHex(topicId);
   const hit = cache.get(key);
   if (hit !== undefined) {
-    cache.delete(key);
-    cache.set(key, hit);
+    remember(ctx, key, hit);
     return hit;
   }
   const row = await ctx.store.getTopic(topicId);
