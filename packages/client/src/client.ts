@@ -310,7 +310,7 @@ export class RendezvousClient {
    * profile while it waits (the CLI) calls this on a fresh client each time.
    */
   async handOverTo(deviceId: string): Promise<boolean> {
-    return this.authed(async () => {
+    return this.withSession(async () => {
       // siblings() checks every listed device's certificate against the identity key.
       const d = (await this.siblings()).find((x) => x.deviceId === deviceId);
       if (d === undefined) return false;
@@ -344,7 +344,7 @@ export class RendezvousClient {
    */
   async removeDevice(deviceId: string): Promise<void> {
     if (deviceId === docOf(this).device.id) throw new RendezvousError('request.bad_field', 'remove another device; to leave, delete this profile');
-    await this.authed(() => this.api.deleteDevice(deviceId));
+    await this.withSession(() => this.api.deleteDevice(deviceId));
   }
 
   /** Opens the account kept in the profile store. */
@@ -425,8 +425,11 @@ export class RendezvousClient {
     docOf(this).session = { token: s.token, expiresAt: s.expiresAt };
   }
 
-  /** Runs `fn` with a session; a token the server no longer knows is replaced once. */
-  private async authed<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` with a session; a token the server no longer knows is replaced once (SDK modules
+   * such as files run their requests through it too).
+   */
+  async withSession<T>(fn: () => Promise<T>): Promise<T> {
     await this.ensureSession();
     try {
       return await fn();
@@ -451,7 +454,7 @@ export class RendezvousClient {
    */
   async replenish(): Promise<{ prekeys: number; topicKeys: number }> {
     const pool = this.o.pool ?? DEFAULT_POOL;
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const prekeys = await this.replenishPrekeys();
       const counts = await this.api.keyCounts();
       let topicKeys = 0;
@@ -472,7 +475,7 @@ export class RendezvousClient {
   /** Tops up this device's one-time prekeys on the server (protocol §5.2). */
   private async replenishPrekeys(): Promise<number> {
     const pool = this.o.pool ?? DEFAULT_POOL;
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const counts = await this.api.keyCounts();
       let prekeys = 0;
       if (counts.prekeys < pool.prekeys) {
@@ -545,7 +548,7 @@ export class RendezvousClient {
 
   /** Opens the key bundles waiting for this device (topic keys from sibling devices). */
   async receiveBundles(): Promise<number> {
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const pending = await this.api.listBundles();
       if (pending.length === 0) return 0;
       const certs = new Map((await this.api.listDevices()).map((d) => [d.deviceId, decodeDeviceCert(d.cert)]));
@@ -633,7 +636,7 @@ export class RendezvousClient {
 
   /** Creates a topic with its members and, optionally, an encrypted title (docs/client.md §Topics). */
   async createTopic(o: { members?: { user: string; role: Role }[]; history?: History; title?: string } = {}): Promise<string> {
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const mine = await this.claimOwnTopicKey();
       const members: { role: Role; topicKey: TopicKey }[] = [{ role: 'admin', topicKey: mine }];
       for (const m of o.members ?? []) members.push({ role: m.role, topicKey: await this.claimTopicKey(this.qualify(m.user)) });
@@ -697,7 +700,7 @@ export class RendezvousClient {
   }
 
   async addMember(topic: string, user: string, role: Role = 'participant'): Promise<void> {
-    await this.authed(async () => {
+    await this.withSession(async () => {
       const topicKey = await this.claimTopicKey(this.qualify(user));
       await this.change(fromBase64url(topic), () => ({ type: 'add', role, topicKey }));
       await this.save();
@@ -705,21 +708,21 @@ export class RendezvousClient {
   }
 
   async removeMember(topic: string, user: string): Promise<void> {
-    await this.authed(async () => {
+    await this.withSession(async () => {
       await this.change(fromBase64url(topic), (s) => ({ type: 'remove', memberId: this.memberOf(s, user).id }));
       await this.save();
     });
   }
 
   async setRole(topic: string, user: string, role: Role): Promise<void> {
-    await this.authed(async () => {
+    await this.withSession(async () => {
       await this.change(fromBase64url(topic), (s) => ({ type: 'role', memberId: this.memberOf(s, user).id, role }));
       await this.save();
     });
   }
 
   async leave(topic: string): Promise<void> {
-    await this.authed(async () => {
+    await this.withSession(async () => {
       await this.change(fromBase64url(topic), () => ({ type: 'leave' }));
       await this.save();
     });
@@ -727,7 +730,7 @@ export class RendezvousClient {
 
   /** Starts a new epoch (also what admins' clients do after a leave, docs/client.md §Re-keying). */
   async rekey(topic: string): Promise<void> {
-    await this.authed(async () => {
+    await this.withSession(async () => {
       await this.change(fromBase64url(topic), () => ({ type: 'rekey' }));
       await this.save();
     });
@@ -745,7 +748,7 @@ export class RendezvousClient {
    * and seals again if the topic moved to a new epoch meanwhile.
    */
   async postContent(topic: string, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<number> {
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const topicId = fromBase64url(topic);
       await this.syncTopic(topicId);
       const index = await this.post(topicId, content);
@@ -805,7 +808,7 @@ export class RendezvousClient {
   }
 
   private async syncAll(): Promise<SyncReport> {
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const bundles = await this.receiveBundles();
       const report: SyncReport = { topics: [], bundles, rejectedBundles: this.bundleAlarms.splice(0) };
       const listed = await this.api.listTopics();
@@ -1125,7 +1128,7 @@ export class RendezvousClient {
 
   /** Re-verifies a topic from scratch (a fresh mirror over the server's whole log). */
   async verify(topic: string): Promise<{ size: number; root: Uint8Array; checkpoint: Uint8Array }> {
-    return this.authed(async () => {
+    return this.withSession(async () => {
       const topicId = fromBase64url(topic);
       const fresh = new TopicMirror(this.crypto, topicId, fromBase64url(docOf(this).serverKey), this.contacts, this.keyLookup);
       const kept = this.mirrors.get(topic);
@@ -1155,7 +1158,7 @@ export class RendezvousClient {
   }
 
   async devices() {
-    return this.authed(async () => (await this.api.listDevices()).map((d) => ({ deviceId: d.deviceId, createdAt: d.createdAt, current: d.deviceId === docOf(this).device.id })));
+    return this.withSession(async () => (await this.api.listDevices()).map((d) => ({ deviceId: d.deviceId, createdAt: d.createdAt, current: d.deviceId === docOf(this).device.id })));
   }
 }
 

@@ -178,7 +178,7 @@ export async function sendFile(client: RendezvousClient, topic: string, source: 
     let failure: unknown;
     const body = uploadBody(crypto, key, open, size, blobId, o.signal, (e) => (failure ??= e));
     try {
-      const r = await withSession(client, () => client.api.uploadBlob(topicId, blobId, body(), { size: encryptedSize, onProgress: progress, signal: o.signal }));
+      const r = await client.withSession(() => client.api.uploadBlob(topicId, blobId, body(), { size: encryptedSize, onProgress: progress, signal: o.signal }));
       created = r.created;
       break;
     } catch (e) {
@@ -290,7 +290,7 @@ async function postable(client: RendezvousClient, topic: string): Promise<void> 
     if (!isRendezvousError(e, 'topic.unknown')) throw e;
     known = false;
   }
-  if (known) await withSession(client, () => client.syncTopic(fromBase64url(topic)));
+  if (known) await client.withSession(() => client.syncTopic(fromBase64url(topic)));
   else await client.sync();
   const t = client.topic(topic);
   if (t.role === null) throw new RendezvousError('topic.not_member', 'not a member of this topic');
@@ -336,7 +336,7 @@ export async function fetchFile(client: RendezvousClient, topic: string, index: 
   }
 
   try {
-    const { stream } = await withSession(client, () =>
+    const { stream } = await client.withSession(() =>
       client.api.downloadBlob(topicId, ref.blobId, {
         expectedSize: total,
         signal: o.signal,
@@ -427,19 +427,6 @@ async function lookup(client: RendezvousClient, topic: string, index: number): P
 }
 
 // ---- helpers ------------------------------------------------------------------------------------
-
-/** Runs `fn` with a session; a token the server no longer knows is replaced once (as the client does). */
-async function withSession<T>(client: RendezvousClient, fn: () => Promise<T>): Promise<T> {
-  await client.ensureSession();
-  try {
-    return await fn();
-  } catch (e) {
-    if (!isRendezvousError(e, 'auth.invalid_token')) throw e;
-    client.api.token = null;
-    await client.ensureSession();
-    return fn();
-  }
-}
 
 function summary(ref: FileRef): FileSummary {
   return { name: ref.name, mediaType: ref.mediaType, size: ref.size, encryptedSize: encryptedFileSize(ref.size), blobId: toBase64url(ref.blobId) };
