@@ -55,6 +55,21 @@ export const ERROR_CODES = {
   'topic.bad_backward_link': { status: 400, text: 'backward link is missing, unexpected or invalid' },
   'topic.replay': { status: 409, text: 'message was already posted' },
 
+  // Federation (spec §17): server-to-server requests, and what a server reports of another
+  'federation.unsigned': { status: 401, text: 'server-to-server request is not signed' },
+  'federation.bad_signature': { status: 401, text: 'server signature does not verify' },
+  'federation.unknown_key': { status: 401, text: 'request is signed by a key its origin does not publish' },
+  'federation.stale': { status: 401, text: 'signed request is outside the replay window: check the clock' },
+  'federation.replayed': { status: 401, text: 'signed request was already received' },
+  'federation.wrong_destination': { status: 421, text: 'request is addressed to another server' },
+  'federation.forbidden': { status: 403, text: 'the origin server may not do this: it speaks only for its own users and topics' },
+  'federation.refused': { status: 403, text: 'federation with this server is not allowed here' },
+  'federation.bad_address': { status: 403, text: 'server name resolves to a private or loopback address' },
+  'federation.gap': { status: 409, text: 'delivery does not continue the replica' },
+  'federation.key_changed': { status: 502, text: "the server's key changed without an endorsement by its previous key" },
+  'federation.unreachable': { status: 502, text: 'the other server could not be reached: try again later' },
+  'federation.bad_response': { status: 502, text: 'the other server answered something malformed' },
+
   // Clients (docs/client.md): what a member's device detects
   'identity.changed': { status: 409, text: "a user's identity key differs from the one pinned: compare safety numbers" },
 

@@ -22,3 +22,4 @@ export * from './merkle.ts';
 export * from './log.ts';
 export * from './topic-builder.ts';
 export * from './auth.ts';
+export * from './federation.ts';

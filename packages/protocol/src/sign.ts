@@ -26,6 +26,9 @@ export const SignLabel = {
   message: 'message',
   checkpoint: 'checkpoint',
   session: 'session',
+  federationRequest: 'federation-request',
+  witness: 'witness',
+  serverKey: 'server-key',
 } as const;
 export type SignLabel = (typeof SignLabel)[keyof typeof SignLabel];
 

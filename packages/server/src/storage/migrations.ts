@@ -234,6 +234,91 @@ CREATE TABLE push_subscriptions (
 ) STRICT;
 `,
   },
+  {
+    // Federation (protocol §17).
+    // - Idempotency records of submissions forwarded by another server name a remote device
+    //   (`origin/deviceId`), so the table loses its foreign key to devices; removing a device
+    //   deletes its records explicitly.
+    // - Each entry keeps the checkpoint signed for the log that ends with it (a host's own, or
+    //   the one a replica received), so a delivery can carry the checkpoint of its last entry.
+    // - server_keys: the keys pinned for each other server (§17.1); remote_users: identity
+    //   keys of other servers' users, pinned on first use (§17.4).
+    // - replication: the host's cursor per topic and member server (§17.4); `until` is the
+    //   last index to deliver to a server whose last user was removed.
+    // - outbox: forwarded submissions and cosignatures waiting for their destination (§17.6);
+    //   a coalesce key keeps only the latest of a kind (one cosignature per topic and peer).
+    // - witnesses: the latest cosignature of each witness per topic; forks: what was detected.
+    version: 5,
+    name: 'federation',
+    sql: `
+CREATE TABLE idempotency_v5 (
+  device_id    TEXT NOT NULL,
+  client_id    TEXT NOT NULL,
+  request_hash BLOB NOT NULL,
+  response     TEXT NOT NULL,
+  created_at   INTEGER NOT NULL,
+  PRIMARY KEY (device_id, client_id)
+) STRICT;
+INSERT INTO idempotency_v5 SELECT device_id, client_id, request_hash, response, created_at FROM idempotency;
+DROP TABLE idempotency;
+ALTER TABLE idempotency_v5 RENAME TO idempotency;
+CREATE INDEX idempotency_by_age ON idempotency (created_at);
+
+ALTER TABLE log_entries ADD COLUMN checkpoint BLOB;
+
+CREATE TABLE server_keys (
+  server     TEXT PRIMARY KEY,
+  keys       TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE remote_users (
+  user         TEXT PRIMARY KEY,
+  identity_key BLOB NOT NULL,
+  pinned_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE replication (
+  topic_id   BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  server     TEXT NOT NULL,
+  next_index INTEGER NOT NULL CHECK (next_index >= 0),
+  until      INTEGER,
+  PRIMARY KEY (topic_id, server)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX replication_by_server ON replication (server, topic_id);
+
+CREATE TABLE outbox (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  destination  TEXT NOT NULL,
+  kind         TEXT NOT NULL CHECK (kind IN ('submit', 'witness')),
+  topic_id     BLOB NOT NULL,
+  coalesce_key TEXT,
+  payload      TEXT NOT NULL,
+  created_at   INTEGER NOT NULL,
+  attempts     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX outbox_by_destination ON outbox (destination, id);
+CREATE UNIQUE INDEX outbox_coalesce ON outbox (destination, coalesce_key) WHERE coalesce_key IS NOT NULL;
+
+CREATE TABLE witnesses (
+  topic_id    BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  witness     TEXT NOT NULL,
+  size        INTEGER NOT NULL,
+  cosignature BLOB NOT NULL,
+  PRIMARY KEY (topic_id, witness)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE forks (
+  id         INTEGER PRIMARY KEY,
+  topic_id   BLOB NOT NULL REFERENCES topics (topic_id) ON DELETE CASCADE,
+  kind       TEXT NOT NULL CHECK (kind IN ('fork', 'rollback')),
+  server     TEXT NOT NULL,
+  evidence   TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX forks_by_topic ON forks (topic_id, id);
+`,
+  },
 ];
 
 /** The schema version this code writes and understands. */

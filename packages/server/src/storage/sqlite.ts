@@ -19,7 +19,10 @@ import type {
   PushSubscriptionRow,
   EntryRow,
   EventRow,
+  ForkRow,
   IdempotencyRow,
+  OutboxRow,
+  ReplicationRow,
   KeyUpload,
   MemberRow,
   PinResult,
@@ -50,7 +53,9 @@ interface PushDb { id: string; device_id: string; endpoint: string; p256dh: stri
 interface SessionDb { token_hash: Buffer; device_id: string; user: string; created_at: number; expires_at: number }
 interface TopicDb { topic_id: Buffer; host: string; size: number; epoch_start_size: number; checkpoint: Buffer; created_at: number }
 interface MemberDb { member_id: number; user: string; role: MemberRow['role'] }
-interface EntryDb { idx: number; type: EntryRow['type']; entry: Buffer }
+interface EntryDb { idx: number; type: EntryRow['type']; entry: Buffer; checkpoint?: Buffer | null }
+interface OutboxDb { id: number; destination: string; kind: OutboxRow['kind']; topic_id: Buffer; coalesce_key: string | null; payload: string; created_at: number; attempts: number }
+interface ForkDb { id: number; topic_id: Buffer; kind: ForkRow['kind']; server: string; evidence: string; created_at: number }
 interface IdempotencyDb { device_id: string; client_id: string; request_hash: Buffer; response: string; created_at: number }
 interface EventDb {
   seq: number;
@@ -345,9 +350,11 @@ export class SqliteStore implements Store {
     this.q('INSERT INTO devices (device_id, user, cert, created_at) VALUES (?, ?, ?, ?)').run(d.deviceId, d.user, d.cert, d.createdAt);
   }
 
-  /** Sessions, challenges, prekeys, pending bundles and idempotency records go by ON DELETE CASCADE. */
+  /** Sessions, challenges, prekeys and pending bundles go by ON DELETE CASCADE. */
   private removeDevice(deviceId: string): void {
     this.q('INSERT OR IGNORE INTO removed_devices (device_id) VALUES (?)').run(deviceId);
+    // No foreign key since migration 5 (records of forwarded submissions name remote devices).
+    this.q('DELETE FROM idempotency WHERE device_id = ?').run(deviceId);
     this.q("DELETE FROM events WHERE kind = 'bundle' AND device_id = ?").run(deviceId);
     this.q('DELETE FROM devices WHERE device_id = ?').run(deviceId);
   }
@@ -634,8 +641,16 @@ export class SqliteStore implements Store {
     for (const n of batch.nonces) {
       if (nonce.run(topicId, n).changes === 0) throw new RendezvousError('topic.replay');
     }
-    const entry = this.q('INSERT INTO log_entries (topic_id, idx, type, entry) VALUES (?, ?, ?, ?)');
-    for (const e of batch.entries) entry.run(topicId, e.index, e.type, e.entry);
+    const entry = this.q('INSERT INTO log_entries (topic_id, idx, type, entry, checkpoint) VALUES (?, ?, ?, ?, ?)');
+    const last = batch.entries.length - 1;
+    // The batch's checkpoint is the one of its last entry; an entry may bring its own.
+    batch.entries.forEach((e, i) => entry.run(topicId, e.index, e.type, e.entry, e.checkpoint ?? (i === last ? batch.checkpoint : null)));
+    if (batch.peers !== undefined) {
+      const peer = this.q(
+        'INSERT INTO replication (topic_id, server, next_index, until) VALUES (?, ?, 0, ?) ON CONFLICT (topic_id, server) DO UPDATE SET until = excluded.until',
+      );
+      for (const p of batch.peers) peer.run(topicId, p.server, p.until);
+    }
     // Plain INSERT: stored hashes are written once and never rewritten (merkle.ts), so a
     // collision is a bug worth failing on.
     const hash = this.q('INSERT INTO log_hashes (topic_id, hidx, hash) VALUES (?, ?, ?)');
@@ -674,12 +689,12 @@ export class SqliteStore implements Store {
   async getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]> {
     // SQLite reads a negative LIMIT as "no limit".
     if (limit <= 0) return [];
-    const rows = this.q('SELECT idx, type, entry FROM log_entries WHERE topic_id = ? AND idx >= ? ORDER BY idx LIMIT ?').all(
+    const rows = this.q('SELECT idx, type, entry, checkpoint FROM log_entries WHERE topic_id = ? AND idx >= ? ORDER BY idx LIMIT ?').all(
       topicId,
       from,
       limit,
     ) as EntryDb[];
-    return rows.map((r) => ({ index: r.idx, type: r.type, entry: u8(r.entry) }));
+    return rows.map((r) => ({ index: r.idx, type: r.type, entry: u8(r.entry), checkpoint: r.checkpoint ? u8(r.checkpoint) : null }));
   }
 
   async getUpdates(topicId: Uint8Array): Promise<EntryRow[]> {
@@ -834,6 +849,145 @@ export class SqliteStore implements Store {
       this.q('DELETE FROM topics WHERE topic_id = ?').run(topicId);
       return { deleted: true, blobIds: blobs.map((r) => u8(r.blob_id)) };
     });
+  }
+
+  // ---- federation (protocol §17) ----------------------------------------------------------------
+
+  async getServerKeys(server: string): Promise<Uint8Array[] | null> {
+    const r = this.q('SELECT keys FROM server_keys WHERE server = ?').get(server) as { keys: string } | undefined;
+    return r === undefined ? null : (JSON.parse(r.keys) as string[]).map((k) => u8(Buffer.from(k, 'base64url')));
+  }
+
+  async putServerKeys(server: string, keys: Uint8Array[], now: number): Promise<void> {
+    const json = JSON.stringify(keys.map((k) => Buffer.from(k).toString('base64url')));
+    this.write(() =>
+      this.q('INSERT INTO server_keys (server, keys, updated_at) VALUES (?, ?, ?) ON CONFLICT (server) DO UPDATE SET keys = excluded.keys, updated_at = excluded.updated_at').run(
+        server,
+        json,
+        now,
+      ),
+    );
+  }
+
+  async getRemoteUser(user: string): Promise<Uint8Array | null> {
+    const r = this.q('SELECT identity_key FROM remote_users WHERE user = ?').get(user) as { identity_key: Buffer } | undefined;
+    return r === undefined ? null : u8(r.identity_key);
+  }
+
+  async pinRemoteUser(user: string, identityKey: Uint8Array, now: number): Promise<Uint8Array> {
+    return this.write(() => {
+      this.q('INSERT OR IGNORE INTO remote_users (user, identity_key, pinned_at) VALUES (?, ?, ?)').run(user, identityKey, now);
+      return u8((this.q('SELECT identity_key FROM remote_users WHERE user = ?').get(user) as { identity_key: Buffer }).identity_key);
+    });
+  }
+
+  async replicationDue(server: string): Promise<ReplicationRow[]> {
+    const rows = this.q(
+      `SELECT r.topic_id, r.server, r.next_index, r.until, t.size FROM replication r JOIN topics t ON t.topic_id = r.topic_id
+        WHERE r.server = ? AND r.next_index < t.size AND (r.until IS NULL OR r.next_index <= r.until) ORDER BY r.topic_id`,
+    ).all(server) as { topic_id: Buffer; server: string; next_index: number; until: number | null; size: number }[];
+    return rows.map((r) => ({ topicId: u8(r.topic_id), server: r.server, nextIndex: r.next_index, until: r.until, size: r.size }));
+  }
+
+  async federationDestinations(): Promise<string[]> {
+    const rows = this.q('SELECT server AS d FROM replication UNION SELECT destination AS d FROM outbox').all() as { d: string }[];
+    return rows.map((r) => r.d);
+  }
+
+  async setReplicationCursor(topicId: Uint8Array, server: string, nextIndex: number, rewind = false): Promise<void> {
+    this.write(() => {
+      const sql = rewind
+        ? 'UPDATE replication SET next_index = ? WHERE topic_id = ? AND server = ?'
+        : 'UPDATE replication SET next_index = max(next_index, ?) WHERE topic_id = ? AND server = ?';
+      this.q(sql).run(nextIndex, topicId, server);
+    });
+  }
+
+  async addOutbox(row: Omit<OutboxRow, 'id' | 'attempts'>, idempotency?: IdempotencyRow): Promise<number> {
+    return this.write(() => {
+      if (idempotency !== undefined) this.insertIdempotency(idempotency);
+      if (row.coalesceKey !== null) {
+        const old = this.q('SELECT id FROM outbox WHERE destination = ? AND coalesce_key = ?').get(row.destination, row.coalesceKey) as
+          | { id: number }
+          | undefined;
+        if (old !== undefined) {
+          this.q('UPDATE outbox SET payload = ?, created_at = ? WHERE id = ?').run(row.payload, row.createdAt, old.id);
+          return old.id;
+        }
+      }
+      return Number(
+        this.q('INSERT INTO outbox (destination, kind, topic_id, coalesce_key, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+          row.destination,
+          row.kind,
+          row.topicId,
+          row.coalesceKey,
+          row.payload,
+          row.createdAt,
+        ).lastInsertRowid,
+      );
+    });
+  }
+
+  async nextOutbox(destination: string, limit: number): Promise<OutboxRow[]> {
+    const rows = this.q('SELECT * FROM outbox WHERE destination = ? ORDER BY id LIMIT ?').all(destination, limit) as OutboxDb[];
+    return rows.map((r) => ({
+      id: r.id,
+      destination: r.destination,
+      kind: r.kind,
+      topicId: u8(r.topic_id),
+      coalesceKey: r.coalesce_key,
+      payload: r.payload,
+      createdAt: r.created_at,
+      attempts: r.attempts,
+    }));
+  }
+
+  async completeOutbox(id: number, answer?: { deviceId: string; clientId: string; response: string }): Promise<void> {
+    this.write(() => {
+      this.q('DELETE FROM outbox WHERE id = ?').run(id);
+      if (answer !== undefined) {
+        this.q('UPDATE idempotency SET response = ? WHERE device_id = ? AND client_id = ?').run(answer.response, answer.deviceId, answer.clientId);
+      }
+    });
+  }
+
+  async failOutbox(id: number): Promise<void> {
+    this.write(() => this.q('UPDATE outbox SET attempts = attempts + 1 WHERE id = ?').run(id));
+  }
+
+  async putCosignature(topicId: Uint8Array, witness: string, size: number, cosignature: Uint8Array): Promise<void> {
+    this.write(() =>
+      this.q(
+        `INSERT INTO witnesses (topic_id, witness, size, cosignature) VALUES (?, ?, ?, ?)
+           ON CONFLICT (topic_id, witness) DO UPDATE SET size = excluded.size, cosignature = excluded.cosignature WHERE excluded.size >= witnesses.size`,
+      ).run(topicId, witness, size, cosignature),
+    );
+  }
+
+  async listCosignatures(topicId: Uint8Array): Promise<{ witness: string; size: number; cosignature: Uint8Array }[]> {
+    const rows = this.q('SELECT witness, size, cosignature FROM witnesses WHERE topic_id = ? ORDER BY witness').all(topicId) as {
+      witness: string;
+      size: number;
+      cosignature: Buffer;
+    }[];
+    return rows.map((r) => ({ witness: r.witness, size: r.size, cosignature: u8(r.cosignature) }));
+  }
+
+  async addFork(row: Omit<ForkRow, 'id'>): Promise<void> {
+    this.write(() =>
+      this.q('INSERT INTO forks (topic_id, kind, server, evidence, created_at) VALUES (?, ?, ?, ?, ?)').run(
+        row.topicId,
+        row.kind,
+        row.server,
+        row.evidence,
+        row.createdAt,
+      ),
+    );
+  }
+
+  async listForks(topicId: Uint8Array): Promise<ForkRow[]> {
+    const rows = this.q('SELECT * FROM forks WHERE topic_id = ? ORDER BY id').all(topicId) as ForkDb[];
+    return rows.map((r) => ({ id: r.id, topicId: u8(r.topic_id), kind: r.kind, server: r.server, evidence: r.evidence, createdAt: r.created_at }));
   }
 }
 

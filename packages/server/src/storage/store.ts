@@ -73,6 +73,11 @@ export interface EntryRow {
   type: 'update' | 'message';
   /** The encoded LogEntry (protocol §9.1): the leaf data. */
   entry: Uint8Array;
+  /**
+   * The encoded Checkpoint of the log ending with this entry, when one was signed for it
+   * (protocol §17.4: a delivery carries its last entry's checkpoint). Filled by getEntries.
+   */
+  checkpoint?: Uint8Array | null;
 }
 
 /** What a device's client-chosen id maps to (the original result of the request). */
@@ -107,6 +112,11 @@ export interface AppendBatch {
   idempotency?: IdempotencyRow;
   /** Wall-clock time of the append (ms), recorded on its events; default the store's clock. */
   now?: number;
+  /**
+   * Replication cursors to create or change (protocol §17.4, host only): a server not yet
+   * known starts at index 0; `until` is the last index it receives (null: no end).
+   */
+  peers?: { server: string; until: number | null }[];
 }
 
 export interface KeyUpload {
@@ -322,6 +332,75 @@ export interface Store {
    * delete the files. False (and nothing) if there is no such topic.
    */
   deleteTopic(topicId: Uint8Array): Promise<{ deleted: boolean; blobIds: Uint8Array[] }>;
+
+  // ---- federation (protocol §17) -----------------------------------------------------------------
+  /** The keys pinned for another server (§17.1), oldest first; null if never contacted. */
+  getServerKeys(server: string): Promise<Uint8Array[] | null>;
+  putServerKeys(server: string, keys: Uint8Array[], now: number): Promise<void>;
+  /** The identity key pinned for a user of another server, or null. */
+  getRemoteUser(user: string): Promise<Uint8Array | null>;
+  /** Pins `identityKey` for `user` unless one is pinned already; returns the pinned key. */
+  pinRemoteUser(user: string, identityKey: Uint8Array, now: number): Promise<Uint8Array>;
+  /** Replication cursors of `server` with something left to deliver (next < min(size, until + 1)). */
+  replicationDue(server: string): Promise<ReplicationRow[]>;
+  /** Every server with a replication cursor or an outbox row: what the delivery loops serve. */
+  federationDestinations(): Promise<string[]>;
+  /** Moves a cursor (never backwards unless `rewind`, which a receiver's `federation.gap` asks for). */
+  setReplicationCursor(topicId: Uint8Array, server: string, nextIndex: number, rewind?: boolean): Promise<void>;
+  /**
+   * Adds an outbox row; with a coalesce key, replaces the payload of the destination's row with
+   * that key instead. With `idempotency`, the record is written in the same transaction
+   * (`store.conflict` if it exists). Returns the row id.
+   */
+  addOutbox(row: Omit<OutboxRow, 'id' | 'attempts'>, idempotency?: IdempotencyRow): Promise<number>;
+  /** The destination's oldest rows, in order. */
+  nextOutbox(destination: string, limit: number): Promise<OutboxRow[]>;
+  /**
+   * Deletes a delivered (or finally refused) row and, if given, sets the response of the
+   * idempotency record it answers, in one transaction.
+   */
+  completeOutbox(id: number, answer?: { deviceId: string; clientId: string; response: string }): Promise<void>;
+  /** Counts a failed attempt. */
+  failOutbox(id: number): Promise<void>;
+  /** Keeps the latest cosignature per witness (a smaller size never replaces a larger one). */
+  putCosignature(topicId: Uint8Array, witness: string, size: number, cosignature: Uint8Array): Promise<void>;
+  listCosignatures(topicId: Uint8Array): Promise<{ witness: string; size: number; cosignature: Uint8Array }[]>;
+  addFork(row: Omit<ForkRow, 'id'>): Promise<void>;
+  listForks(topicId: Uint8Array): Promise<ForkRow[]>;
+}
+
+/** A host's replication cursor (protocol §17.4), with the topic's committed size. */
+export interface ReplicationRow {
+  topicId: Uint8Array;
+  server: string;
+  nextIndex: number;
+  until: number | null;
+  size: number;
+}
+
+/** A forwarded submission or a cosignature waiting for its destination (protocol §17.6). */
+export interface OutboxRow {
+  id: number;
+  destination: string;
+  kind: 'submit' | 'witness';
+  topicId: Uint8Array;
+  coalesceKey: string | null;
+  /** JSON text: the request body to send. */
+  payload: string;
+  createdAt: number;
+  attempts: number;
+}
+
+/** A fork or rollback a server detected (protocol §17.5), with its evidence. */
+export interface ForkRow {
+  id: number;
+  topicId: Uint8Array;
+  kind: 'fork' | 'rollback';
+  /** Who showed the conflicting head: the host, or the witness whose cosignature conflicts. */
+  server: string;
+  /** JSON text: `{ checkpoints: [base64url…], detail }`. */
+  evidence: string;
+  createdAt: number;
 }
 
 /** An uploaded blob (protocol §12): scoped to one topic; `blobId` is SHA-256 of its bytes. */
