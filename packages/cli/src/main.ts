@@ -13,6 +13,7 @@ import { USER_USAGE, UsageError as UserUsageError, explain, userCommand } from '
 
 const USAGE = `usage:
   rendezvous serve [--data DIR] [--host H] [--port N] [--name SERVER_NAME] [--config FILE] [--log-level LEVEL] [--trust-proxy]
+                   [--peer NAME=URL]...                          (federation peers; http:// only on loopback)
   rendezvous admin pin <user> [--expires 7d] [--tries 3]     issue a registration pin
   rendezvous admin pins                                       list pins
   rendezvous admin revoke-pin <id>                            revoke a pin
@@ -20,6 +21,8 @@ const USAGE = `usage:
   rendezvous admin delete-user <user>                         delete a user and all their data
   rendezvous admin delete-topic <topic-id>                    delete a topic with its log and files
   rendezvous admin status                                     server status
+  rendezvous admin federation                                 delivery backlog and health per other server
+  rendezvous admin rotate-server-key                          new server key, endorsed by the current one
   rendezvous admin backup <file> [--data DIR]                 consistent online backup of the database
 
   admin commands take --server URL (default $RENDEZVOUS_SERVER or http://127.0.0.1:8080),
@@ -82,6 +85,7 @@ async function serve(args: string[]): Promise<number> {
       config: { type: 'string' },
       'log-level': { type: 'string' },
       'trust-proxy': { type: 'boolean' },
+      peer: { type: 'string', multiple: true },
     },
     strict: true,
   });
@@ -105,6 +109,7 @@ async function serve(args: string[]): Promise<number> {
     rates: rateOverrides(file.rates, RATES),
     limits: limitOverrides(file.limits),
     push: pushOptions(file.push),
+    federation: federationOptions(file.federation, values.peer ?? []),
     corsOrigins: corsOrigins(env.RENDEZVOUS_CORS_ORIGINS ?? file.corsOrigins),
     announce: (line) => process.stdout.write(line + '\n'),
   });
@@ -187,6 +192,74 @@ function pushOptions(v: unknown): ServerConfig['push'] {
     out[name] = x;
   }
   return out as ServerConfig['push'];
+}
+
+/** Checks a peer URL: https, or http on a loopback host only (development and tests). */
+function peerUrl(name: string, url: unknown, where: string): string {
+  if (!/^[a-z0-9][a-z0-9.-]*(:[1-9][0-9]{0,4})?$/.test(name)) throw new UsageError(`${where}: "${name}" is not a server name (lowercase DNS name[:port])`);
+  let u: URL;
+  try {
+    u = new URL(String(url));
+  } catch {
+    throw new UsageError(`${where}: "${String(url)}" is not an absolute URL`);
+  }
+  if (typeof url !== 'string' || u.username !== '' || u.password !== '' || u.search !== '' || u.hash !== '') {
+    throw new UsageError(`${where}: expected a URL without credentials, query or fragment`);
+  }
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  const loopback = host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
+  if (u.protocol === 'http:' && !loopback) {
+    throw new UsageError(`${where}: http:// is only allowed on loopback (127.0.0.0/8, ::1, localhost): use https://${u.host}${u.pathname.replace(/\/$/, '')}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`${where}: expected an https:// URL`);
+  return url;
+}
+
+/**
+ * Config file `federation` (docs/server.md §Federation (operators)) and `--peer NAME=URL` flags,
+ * which add to (and override) the file's peers. `allowPrivate` and `testing` are for development only.
+ */
+function federationOptions(v: unknown, peerFlags: string[]): ServerConfig['federation'] {
+  if (v === undefined && peerFlags.length === 0) return undefined;
+  if (v !== undefined && (typeof v !== 'object' || v === null || Array.isArray(v))) throw new UsageError('config "federation": expected an object');
+  const numbers = ['timeoutMs', 'retryMinMs', 'retryMaxMs'];
+  const names = (x: unknown, field: string): string[] => {
+    if (!Array.isArray(x) || !x.every((n) => typeof n === 'string' && n !== '')) throw new UsageError(`config "federation.${field}": expected a list of server names`);
+    return x as string[];
+  };
+  const out: Record<string, unknown> = {};
+  for (const [name, x] of Object.entries(v ?? {})) {
+    if (numbers.includes(name)) {
+      if (!Number.isSafeInteger(x) || (x as number) <= 0) throw new UsageError(`config "federation.${name}": expected a positive integer`);
+    } else if (name === 'enabled' || name === 'allowPrivate') {
+      if (typeof x !== 'boolean') throw new UsageError(`config "federation.${name}": expected true or false`);
+    } else if (name === 'allow' || name === 'deny') {
+      names(x, name);
+    } else if (name === 'peers') {
+      if (typeof x !== 'object' || x === null || Array.isArray(x)) throw new UsageError('config "federation.peers": expected an object of server name → URL');
+      for (const [peer, url] of Object.entries(x)) peerUrl(peer, url, `config "federation.peers.${peer}"`);
+    } else if (name === 'testing') {
+      if (typeof x !== 'object' || x === null || Array.isArray(x)) throw new UsageError('config "federation.testing": expected an object');
+      for (const [k, y] of Object.entries(x)) {
+        if (k !== 'forkFor') throw new UsageError(`config "federation.testing.${k}": unknown; known: forkFor`);
+        names(y, 'testing.forkFor');
+      }
+    } else {
+      throw new UsageError(`config "federation.${name}": unknown; known: enabled, peers, allowPrivate, allow, deny, testing, ${numbers.join(', ')}`);
+    }
+    out[name] = x;
+  }
+  if (peerFlags.length > 0) {
+    const peers: Record<string, string> = { ...(out.peers as Record<string, string> | undefined) };
+    for (const flag of peerFlags) {
+      const at = flag.indexOf('=');
+      if (at <= 0) throw new UsageError(`--peer ${flag}: expected NAME=URL`);
+      const name = flag.slice(0, at);
+      peers[name] = peerUrl(name, flag.slice(at + 1), `--peer ${name}`);
+    }
+    out.peers = peers;
+  }
+  return out as ServerConfig['federation'];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,6 +363,24 @@ async function admin(args: string[]): Promise<number> {
     case 'status': {
       const r = await call('GET', '/v1/admin/status');
       out(`${r.server} (rendezvous ${r.version}, API v${r.apiVersion})\n${Object.entries(r.counts).map(([k, v]) => `  ${k}: ${v}`).join('\n')}`, r);
+      return 0;
+    }
+    case 'federation': {
+      const r = await call('GET', '/v1/admin/federation');
+      const lines = r.servers.map(
+        (x: any) =>
+          `${x.server}  ${x.failures === 0 ? 'ok' : `failing (${x.failures} attempts)`}  ${x.entriesBehind} entries behind in ${x.topics} topics, ${x.outbox} queued`,
+      );
+      out(lines.length ? lines.join('\n') : 'no other servers', r);
+      return 0;
+    }
+    case 'rotate-server-key': {
+      const r = await call('POST', '/v1/admin/server-key/rotate');
+      out(
+        `server key rotated: key ${r.keys.length} of ${r.keys.length}, id ${r.keyId}\n` +
+          '  the new key is in server.key (back it up); other servers follow it through the endorsement by the previous key',
+        r,
+      );
       return 0;
     }
     default:

@@ -30,6 +30,7 @@ import type { Context } from './context.ts';
 import { LIMITS } from './limits.ts';
 import type { DeviceRow, PinRow, SessionRow } from './storage/store.ts';
 import { once, responseJson, type Outcome, type Submission } from './idempotency.ts';
+import { claimRemoteTopicKey, remoteIdentity } from './federation/forward.ts';
 
 /** The authenticated caller of a device request. */
 export interface Caller {
@@ -58,6 +59,11 @@ function newPin(ctx: Context): string {
 /** Pins are compared without separators or case, so users can type them loosely. */
 function normalizePin(pin: string): string {
   return pin.toUpperCase().replace(/[^A-Z0-9]/g, '');
+}
+
+/** Whether `user` is a well-formed user id of this server. */
+export function isLocalUser(ctx: Context, user: string): boolean {
+  return parseUserId(user).server === ctx.name;
 }
 
 export function localUser(ctx: Context, user: string): string {
@@ -339,7 +345,8 @@ export async function sendBundles(ctx: Context, caller: Caller, sub: Submission,
 export async function claimTopicKey(ctx: Context, caller: Caller, target: string) {
   ctx.rate.take('claimTopicKeyPerClaimer', caller.user);
   ctx.rate.take('claimTopicKeyPerTarget', target);
-  localUser(ctx, target);
+  // A user of another server: claimed through their home server (protocol §17.3).
+  if (parseUserId(target).server !== ctx.name) return claimRemoteTopicKey(ctx, caller, target);
   const u = await ctx.store.getUser(target);
   if (u === null) throw new RendezvousError('user.unknown');
   const k = await ctx.store.claimTopicKey(target);
@@ -356,7 +363,7 @@ export async function keyCounts(ctx: Context, caller: Caller) {
 }
 
 export async function identityOf(ctx: Context, user: string) {
-  localUser(ctx, user);
+  if (parseUserId(user).server !== ctx.name) return { user, identityKey: toBase64url(await remoteIdentity(ctx, user)) };
   const u = await ctx.store.getUser(user);
   if (u === null) throw new RendezvousError('user.unknown');
   return { user, identityKey: toBase64url(u.identityKey) };

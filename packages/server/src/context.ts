@@ -9,6 +9,8 @@ import type { Store } from './storage/store.ts';
 import { LIMITS, RateLimiter, type LimitOverrides, type Limits, type RateName } from './limits.ts';
 import type { BlobStore } from './storage/blobs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
+import { Federation, type FederationOptions } from './federation/federation.ts';
+import type { ServerKeySource } from './federation/keys.ts';
 
 /** Signals for live delivery (the durable record is the store's event table). */
 export type ServerEvent =
@@ -44,9 +46,11 @@ export function createEventBus(): EventBus {
 export interface Context {
   /** This server's name (the part after '@' in its users' ids). */
   name: string;
-  /** The server's signing key (Ed25519 seed) and its public key. */
+  /** The server's current signing key (Ed25519 seed) and its public key; replaced by a rotation (federation/keys.ts). */
   serverSeed: Uint8Array;
   serverKey: Uint8Array;
+  /** Where the seed comes from: only a key file can be rotated. */
+  serverKeySource: ServerKeySource;
   crypto: CryptoProvider;
   random: Random;
   now: () => number;
@@ -60,6 +64,8 @@ export interface Context {
   events: EventBus;
   metrics: Metrics;
   version: string;
+  /** Server-to-server transport (protocol §17): discovery, pinned keys, signed requests. */
+  federation: Federation;
 }
 
 export interface ContextOptions {
@@ -74,15 +80,20 @@ export interface ContextOptions {
   rates?: Partial<Record<RateName, readonly [number, number]>>;
   /** File caps (operator config, or tests that need a small cap). */
   limits?: LimitOverrides;
+  /** Default `{ kind: 'memory' }` (in-process tests): rotation then changes only memory and the store. */
+  serverKeySource?: ServerKeySource;
+  /** Federation (docs/server.md §Federation): peers, allow/deny, timeouts. */
+  federation?: FederationOptions;
 }
 
 export function createContext(o: ContextOptions): Context {
   const metrics = createMetrics();
   const now = o.now ?? Date.now;
-  return {
+  const ctx: Omit<Context, 'federation'> & { federation?: Federation } = {
     name: o.name,
     serverSeed: o.serverSeed,
     serverKey: o.crypto.ed25519PublicKey(o.serverSeed),
+    serverKeySource: o.serverKeySource ?? { kind: 'memory' },
     crypto: o.crypto,
     random: (n) => new Uint8Array(randomBytes(n)),
     now,
@@ -95,4 +106,6 @@ export function createContext(o: ContextOptions): Context {
     metrics,
     version: o.version,
   };
+  ctx.federation = new Federation(ctx as Context, o.federation);
+  return ctx as Context;
 }

@@ -59,6 +59,11 @@ export async function upload(
   declaredLength?: number,
 ): Promise<UploadResult> {
   ctx.rate.take('write', caller.deviceId);
+  const topic = await ctx.store.getTopic(topicId);
+  if (topic !== null && topic.host !== ctx.name) {
+    // Files live on the topic's host; uploading through a member server (protocol §17) is not built yet.
+    throw new RendezvousError('topic.wrong_host', `files of this topic are kept by its host ${topic.host}; uploading from another server is not supported yet`);
+  }
   if ((await roleIn(ctx, topicId, caller.user)) === 'observer') {
     throw new RendezvousError('topic.read_only', 'observers cannot upload files');
   }

@@ -5,3 +5,4 @@ export { openSqliteStore } from './storage/sqlite.ts';
 export { RATES, type RateName } from './limits.ts';
 export type { Store } from './storage/store.ts';
 export type { Context } from './context.ts';
+export { Federation, type FederationOptions } from './federation/federation.ts';

@@ -58,6 +58,8 @@ export const RATES = {
   write: [600, 60_000],
   /** Adding a push subscription (each may cost a DNS lookup), per device. */
   push: [30, 60_000],
+  /** Signed server-to-server requests, per claimed origin (protocol §17.7). */
+  federation: [6000, 60_000],
 } as const satisfies Record<string, readonly [number, number]>;
 
 export type RateName = keyof typeof RATES;

@@ -41,6 +41,12 @@ export function createMetrics() {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    federation: new Counter({
+      name: 'rendezvous_federation_deliveries_total',
+      help: 'Outbound federation requests by kind (entries, submit, witness) and outcome (delivered, refused, failed, expired)',
+      labelNames: ['kind', 'outcome'] as const,
+      registers: [registry],
+    }),
     connectedDevices: new Gauge({ name: 'rendezvous_connected_devices', help: 'Live WebSocket connections', registers: [registry] }),
     keyPoolLow: new Counter({
       name: 'rendezvous_key_pool_low_total',

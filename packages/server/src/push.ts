@@ -23,13 +23,15 @@
 import { createRequire } from 'node:module';
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { ECDH } from 'node:crypto';
 import { RendezvousError, fromBase64url, toBase64url } from '@rendezvous/protocol';
 import type { Caller } from './accounts.ts';
 import type { Context, ServerEvent } from './context.ts';
 import type { PushSubscriptionRow } from './storage/store.ts';
+import { hostOf, isNonPublicAddress, publicLookup, resolveAll } from './net-guard.ts';
+
+export { isNonPublicAddress } from './net-guard.ts';
 
 // web-push ships no types; this is the part of its API used here.
 interface WebPushLib {
@@ -99,66 +101,8 @@ const MAX_RETRY_DELAY_MS = 60_000;
 // ---------------------------------------------------------------------------------------------
 // Endpoint checks (no request forgery through a subscription)
 
-const BLOCKED = new BlockList();
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.0.2.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['198.51.100.0', 24],
-  ['203.0.113.0', 24],
-  ['224.0.0.0', 4],
-  ['240.0.0.0', 4],
-] as const) {
-  BLOCKED.addSubnet(net, prefix, 'ipv4');
-}
-for (const [net, prefix] of [
-  ['::', 128],
-  ['::1', 128],
-  ['64:ff9b::', 96],
-  ['64:ff9b:1::', 48],
-  ['100::', 64],
-  ['2001:db8::', 32],
-  ['fc00::', 7],
-  ['fe80::', 10],
-  ['fec0::', 10],
-  ['ff00::', 8],
-] as const) {
-  BLOCKED.addSubnet(net, prefix, 'ipv6');
-}
-
-/** Whether an address is private, loopback, link-local, reserved or multicast (IPv4-mapped included). */
-export function isNonPublicAddress(address: string): boolean {
-  const family = isIP(address);
-  if (family === 0) return true;
-  if (family === 6) {
-    // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible forms are checked as the IPv4 address.
-    const m = /^(?:::ffff:|::)(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-    if (m !== null) return BLOCKED.check(m[1]!, 'ipv4');
-    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
-    if (hex !== null) {
-      const n = (parseInt(hex[1]!, 16) << 16) | parseInt(hex[2]!, 16);
-      return BLOCKED.check([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.'), 'ipv4');
-    }
-    return BLOCKED.check(address, 'ipv6');
-  }
-  return BLOCKED.check(address, 'ipv4');
-}
-
 function badEndpoint(why: string): RendezvousError {
   return new RendezvousError('push.bad_endpoint', `endpoint: ${why}`, { field: 'endpoint' });
-}
-
-function resolveAll(host: string): Promise<string[]> {
-  return new Promise((resolve, reject) =>
-    dnsLookup(host, { all: true, verbatim: true }, (err, addrs) => (err ? reject(err) : resolve(addrs.map((a) => a.address)))),
-  );
 }
 
 /**
@@ -188,22 +132,6 @@ export async function checkEndpoint(endpoint: string, allowInsecure: boolean, re
   }
   if (addresses.length === 0 || addresses.some(isNonPublicAddress)) throw badEndpoint('host is not a public address');
   return url;
-}
-
-function hostOf(url: URL): string {
-  return url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-}
-
-/** A dns.lookup for sends that refuses non-public answers, so DNS cannot be re-pointed after the check. */
-function publicLookup(hostname: string, options: LookupOptions, cb: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void): void {
-  dnsLookup(hostname, { ...options, all: true }, (err, addrs) => {
-    if (err) return cb(err, '');
-    if (addrs.length === 0 || addrs.some((a) => isNonPublicAddress(a.address))) {
-      return cb(Object.assign(new Error('push endpoint resolves to a non-public address'), { code: 'EPUSHPRIVATE' }), '');
-    }
-    if (options.all === true) cb(null, addrs);
-    else cb(null, addrs[0]!.address, addrs[0]!.family);
-  });
 }
 
 /** The subscription keys: an uncompressed P-256 point and a 16-byte secret (RFC 8291 §3). */

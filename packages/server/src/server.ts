@@ -16,10 +16,13 @@ import { createContext, type Context, type ContextOptions } from './context.ts';
 import { createApp } from './http/app.ts';
 import { attachWebSocket } from './http/ws.ts';
 import { startJanitor } from './janitor.ts';
+import { startFederation } from './federation/deliveries.ts';
 import { Push, type PushOptions } from './push.ts';
 import { openSqliteStore } from './storage/sqlite.ts';
 import { openFsBlobStore } from './storage/blobs.ts';
 import type { Store } from './storage/store.ts';
+import type { FederationOptions } from './federation/federation.ts';
+import { finishInterruptedRotation, initServerKeys } from './federation/keys.ts';
 
 export const VERSION = '0.1.0';
 
@@ -52,6 +55,11 @@ export interface ServerConfig {
    * `allowInsecure: true` (http and private/loopback endpoints) is for development and tests only.
    */
   push?: PushOptions;
+  /**
+   * Federation (docs/server.md §Federation (operators)): `{"peers": {"beta.example": "https://…"}, …}`.
+   * `allowPrivate` and `testing` are for development and tests only.
+   */
+  federation?: FederationOptions;
 }
 
 export interface RunningServer {
@@ -117,6 +125,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   }
   if (storedName === null) await store.setMeta('server_name', name);
 
+  if (config.serverKey === undefined) await finishInterruptedRotation(config.dataDir, store, crypto);
   const serverSeed = loadServerKey(config.dataDir, config.serverKey, crypto);
   const blobs = await openFsBlobStore(join(config.dataDir, 'blobs'));
   const ctx = createContext({
@@ -130,7 +139,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     now: config.now,
     rates: config.rates,
     limits: config.limits,
+    serverKeySource: config.serverKey !== undefined ? { kind: 'env' } : { kind: 'file', path: join(config.dataDir, 'server.key') },
+    federation: config.federation,
   });
+  try {
+    await initServerKeys(ctx);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  if (config.federation?.allowPrivate === true) {
+    log.warn('federation: allowPrivate is on: discovered servers may resolve to private and loopback addresses (development only)');
+  }
+  if (config.federation?.testing !== undefined) log.warn({ testing: config.federation.testing }, 'federation: testing hooks are set (tests only)');
   await initAdminToken(ctx, config.adminToken, config.announce ?? ((l) => console.log(l)));
 
   const push = await Push.create(ctx, config.push);
@@ -148,6 +169,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const live = attachWebSocket(http, ctx);
   push.start(live.isConnected);
   const stopJanitor = startJanitor(ctx);
+  // Outbound federation (protocol §17.6): resumes what was left undelivered before a restart.
+  const stopFederation = await startFederation(ctx);
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);
     http.listen(config.port, config.host, () => resolve());
@@ -166,6 +189,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       closing ??= (async () => {
         ready = false;
         stopJanitor();
+        stopFederation();
         await live.close();
         await push.close();
         // Stop accepting, let in-flight requests finish, then drop idle keep-alive sockets.

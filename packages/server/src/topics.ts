@@ -52,13 +52,15 @@ import type { Context } from './context.ts';
 import { removeTopic } from './files.ts';
 import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow } from './storage/store.ts';
 import { idempotencyRow, once, type Outcome, type Submission } from './idempotency.ts';
+import { forwardSubmission, remoteIdentity } from './federation/forward.ts';
+import { replicationPeers, wakeReplication } from './federation/replica.ts';
 
 export { submission, type Outcome, type Submission } from './idempotency.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Topic cache and per-topic lock
 
-interface LoadedTopic {
+export interface LoadedTopic {
   state: TopicState;
   size: number;
   epochStartSize: number;
@@ -78,7 +80,7 @@ interface Pending {
   nonces: Set<string>;
 }
 
-const noPending = (): Pending => ({ hashes: new Map(), nonces: new Set() });
+export const noPending = (): Pending => ({ hashes: new Map(), nonces: new Set() });
 
 const CACHE_MAX = 1_000;
 
@@ -99,7 +101,7 @@ function runtime(ctx: Context): TopicRuntime {
 }
 
 /** Runs `fn` after every earlier call for the same topic has settled. */
-async function withTopicLock<T>(ctx: Context, key: string, fn: () => Promise<T>): Promise<T> {
+export async function withTopicLock<T>(ctx: Context, key: string, fn: () => Promise<T>): Promise<T> {
   const { locks } = runtime(ctx);
   const prev = locks.get(key) ?? Promise.resolve();
   const run = prev.then(fn, fn);
@@ -113,7 +115,7 @@ async function withTopicLock<T>(ctx: Context, key: string, fn: () => Promise<T>)
 }
 
 /** The topic's current state, from the cache or rebuilt from its updates; `topic.unknown` if none. */
-async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<LoadedTopic> {
+export async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<LoadedTopic> {
   const { cache } = runtime(ctx);
   const key = toHex(topicId);
   const hit = cache.get(key);
@@ -136,14 +138,14 @@ async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<LoadedTopic
   return loaded;
 }
 
-function remember(ctx: Context, key: string, t: LoadedTopic): void {
+export function remember(ctx: Context, key: string, t: LoadedTopic): void {
   const { cache } = runtime(ctx);
   cache.delete(key);
   cache.set(key, t);
   if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value!);
 }
 
-function forget(ctx: Context, topicId: Uint8Array): void {
+export function forget(ctx: Context, topicId: Uint8Array): void {
   runtime(ctx).cache.delete(toHex(topicId));
 }
 
@@ -151,7 +153,7 @@ function forget(ctx: Context, topicId: Uint8Array): void {
 // Appending (protocol §9–§10)
 
 /** Stored hashes by index: uncommitted ones from the topic's pending map, the rest from the store. */
-async function readHashes(ctx: Context, topicId: Uint8Array, t: LoadedTopic | null, indexes: number[]): Promise<Map<number, Uint8Array>> {
+export async function readHashes(ctx: Context, topicId: Uint8Array, t: LoadedTopic | null, indexes: number[]): Promise<Map<number, Uint8Array>> {
   const out = new Map<number, Uint8Array>();
   const missing: number[] = [];
   for (const i of indexes) {
@@ -218,7 +220,7 @@ async function buildAppend(
   };
 }
 
-function memberRows(state: TopicState): MemberRow[] {
+export function memberRows(state: TopicState): MemberRow[] {
   return [...state.members.values()].map((m) => ({ memberId: m.id, user: m.topicKey.user, role: m.role }));
 }
 
@@ -291,6 +293,7 @@ function enqueue(
       end();
       settle();
       announce(ctx, topicId, before, next.state, idem.deviceId);
+      if (next.state.host === ctx.name) wakeReplication(ctx, before, next.state);
     },
     (e: unknown) => {
       settle();
@@ -313,7 +316,10 @@ async function identityChecker(ctx: Context, u: TopicUpdate): Promise<(user: str
     const user = m.topicKey.user;
     if (keys.has(user)) continue;
     if (parseUserId(user).server !== ctx.name) {
-      throw new RendezvousError('user.unknown', `${user} is a user of another server, and this server does not federate yet`);
+      // A user of another server: the identity key pinned for them, fetched from their home
+      // server on first use (protocol §17.4).
+      keys.set(user, await remoteIdentity(ctx, user));
+      continue;
     }
     const row = await ctx.store.getUser(user);
     if (row === null) throw new RendezvousError('user.unknown', `no user ${user} on ${ctx.name}`);
@@ -337,15 +343,19 @@ export async function createTopic(ctx: Context, caller: Caller, sub: Submission,
   if (u.action.type !== 'create') throw new RendezvousError('request.bad_field', 'expected a create update', { field: 'update' });
   const host = u.action.host;
   if (host !== ctx.name) throw new RendezvousError('topic.wrong_host', `this server is ${ctx.name}; the topic names ${host}`);
+  if (signerOf(null, u)?.topicKey.user !== caller.user) {
+    throw new RendezvousError('auth.forbidden', 'a topic is created by the member who signs its create update');
+  }
+  // Identity keys of members of other servers may take a federation request: fetched before
+  // the topic lock, which must never wait on another server.
+  const checkIdentity = await identityChecker(ctx, u);
   return submit(ctx, caller, sub, u.topicId, async () => {
     if ((await ctx.store.getTopic(u.topicId)) !== null) throw new RendezvousError('topic.exists');
-    if (signerOf(null, u)?.topicKey.user !== caller.user) {
-      throw new RendezvousError('auth.forbidden', 'a topic is created by the member who signs its create update');
-    }
-    const state = applyUpdate(ctx.crypto, null, u, { checkIdentity: await identityChecker(ctx, u), maxMembers: MAX_MEMBERS });
+    const state = applyUpdate(ctx.crypto, null, u, { checkIdentity, maxMembers: MAX_MEMBERS });
     const a = await buildAppend(ctx, u.topicId, null, 'update', encoded);
     a.batch.epochStartSize = a.size;
     a.batch.members = memberRows(state);
+    a.batch.peers = replicationPeers(ctx, null, state, a.index);
     const outcome: Outcome = { status: 201, body: { topicId: toBase64url(u.topicId), ...appendedBody(a) } };
     return {
       outcome,
@@ -361,17 +371,30 @@ export async function updateTopic(ctx: Context, caller: Caller, sub: Submission,
   const u = decodeTopicUpdate(encoded);
   if (!equal(u.topicId, topicId)) throw new RendezvousError('topic.wrong_topic', 'the update names another topic');
   if (u.action.type === 'create') throw new RendezvousError('topic.exists', 'a create update makes a new topic: POST /v1/topics');
-  return submit(ctx, caller, sub, topicId, async () => {
-    const t = await loadTopic(ctx, topicId);
+  const signedByCaller = (t: LoadedTopic) => {
     requireMember(t.state, caller);
     if (signerOf(t.state, u)?.topicKey.user !== caller.user) {
       throw new RendezvousError('auth.forbidden', 'an update is submitted by the member who signs it');
     }
-    const state = applyUpdate(ctx.crypto, t.state, u, { checkIdentity: await identityChecker(ctx, u), maxMembers: MAX_MEMBERS });
+  };
+  if ((await loadTopic(ctx, topicId)).state.host !== ctx.name) {
+    // Hosted elsewhere: check what the replica can tell, then forward (protocol §17.4). The
+    // host checks certificates against the members' identity keys.
+    return forwardSubmission(ctx, caller, sub, topicId, 'update', encoded, async (t) => {
+      signedByCaller(t);
+      applyUpdate(ctx.crypto, t.state, u, { maxMembers: MAX_MEMBERS });
+    });
+  }
+  const checkIdentity = await identityChecker(ctx, u);
+  return submit(ctx, caller, sub, topicId, async () => {
+    const t = await loadTopic(ctx, topicId);
+    signedByCaller(t);
+    const state = applyUpdate(ctx.crypto, t.state, u, { checkIdentity, maxMembers: MAX_MEMBERS });
     const a = await buildAppend(ctx, topicId, t, 'update', encoded);
     const newEpoch = u.commitment !== null;
     if (newEpoch) a.batch.epochStartSize = a.size;
     a.batch.members = memberRows(state);
+    a.batch.peers = replicationPeers(ctx, t.state, state, a.index);
     const outcome: Outcome = { status: 201, body: appendedBody(a) };
     return {
       outcome,
@@ -398,27 +421,12 @@ export async function updateTopic(ctx: Context, caller: Caller, sub: Submission,
 
 export async function postMessage(ctx: Context, caller: Caller, sub: Submission, topicId: Uint8Array, encoded: Uint8Array): Promise<Outcome> {
   const m = decodeMessage(encoded);
+  if ((await loadTopic(ctx, topicId)).state.host !== ctx.name) {
+    return forwardSubmission(ctx, caller, sub, topicId, 'message', encoded, (t) => validateMessage(ctx, caller, topicId, t, m));
+  }
   return submit(ctx, caller, sub, topicId, async () => {
     const t = await loadTopic(ctx, topicId);
-    const me = requireMember(t.state, caller);
-    if (m.sender !== me.id) throw new RendezvousError('auth.forbidden', 'a message is submitted by the member who sends it');
-    // checkMessage reads these synchronously; fetch the root at the sender's head (usually the
-    // current one) and whether the nonce is taken.
-    let rootAtHead: Uint8Array | null = null;
-    if (m.headSize === t.size) rootAtHead = t.root;
-    else if (m.headSize >= 1 && m.headSize < t.size) {
-      rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
-    }
-    const seen = t.pending.nonces.has(toHex(m.nonce)) || (await ctx.store.hasNonce(topicId, m.nonce));
-    checkMessage(ctx.crypto, t.state, topicId, m, {
-      logSize: t.size,
-      epochStartSize: t.epochStartSize,
-      rootAt: (size) => {
-        if (size !== m.headSize || rootAtHead === null) throw new Error('rootAt called outside the checked head range');
-        return rootAtHead;
-      },
-      seen: () => seen,
-    });
+    await validateMessage(ctx, caller, topicId, t, m);
     const a = await buildAppend(ctx, topicId, t, 'message', encoded);
     a.batch.nonces = [m.nonce];
     const outcome: Outcome = { status: 201, body: appendedBody(a) };
@@ -432,11 +440,34 @@ export async function postMessage(ctx: Context, caller: Caller, sub: Submission,
   });
 }
 
+/** Every check of protocol §8.4 against the topic as this server holds it, plus: the caller is the sender. */
+async function validateMessage(ctx: Context, caller: Caller, topicId: Uint8Array, t: LoadedTopic, m: ReturnType<typeof decodeMessage>): Promise<void> {
+  const me = requireMember(t.state, caller);
+  if (m.sender !== me.id) throw new RendezvousError('auth.forbidden', 'a message is submitted by the member who sends it');
+  // checkMessage reads these synchronously; fetch the root at the sender's head (usually the
+  // current one) and whether the nonce is taken.
+  let rootAtHead: Uint8Array | null = null;
+  if (m.headSize === t.size) rootAtHead = t.root;
+  else if (m.headSize >= 1 && m.headSize < t.size) {
+    rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
+  }
+  const seen = t.pending.nonces.has(toHex(m.nonce)) || (await ctx.store.hasNonce(topicId, m.nonce));
+  checkMessage(ctx.crypto, t.state, topicId, m, {
+    logSize: t.size,
+    epochStartSize: t.epochStartSize,
+    rootAt: (size) => {
+      if (size !== m.headSize || rootAtHead === null) throw new Error('rootAt called outside the checked head range');
+      return rootAtHead;
+    },
+    seen: () => seen,
+  });
+}
+
 /**
  * Wakes live connections (and push, push.ts) of everyone the entry concerns: members before and
  * after it. `deviceId` is the device that posted it, which needs no wake-up.
  */
-function announce(ctx: Context, topicId: Uint8Array, before: TopicState | null, after: TopicState, deviceId: string): void {
+export function announce(ctx: Context, topicId: Uint8Array, before: TopicState | null, after: TopicState, deviceId: string): void {
   const users = new Set<string>();
   for (const m of after.members.values()) users.add(m.topicKey.user);
   if (before !== null && before !== after) for (const m of before.members.values()) users.add(m.topicKey.user);
@@ -483,7 +514,13 @@ export async function getTopic(ctx: Context, caller: Caller, topicId: Uint8Array
   const t = await memberView(ctx, caller, topicId);
   const row = await ctx.store.getTopic(topicId);
   if (row === null) throw new RendezvousError('topic.unknown');
-  return summary(topicId, t, row);
+  // What this server knows of other servers' views (protocol §17.5), for clients to check.
+  const witnesses = (await ctx.store.listCosignatures(topicId)).map((w) => toBase64url(w.cosignature));
+  const forks = (await ctx.store.listForks(topicId)).map((f) => {
+    const e = JSON.parse(f.evidence) as { checkpoints: string[]; detail: string };
+    return { kind: f.kind, server: f.server, checkpoints: e.checkpoints, detail: e.detail, detectedAt: f.createdAt };
+  });
+  return { ...summary(topicId, t, row), witnesses, forks };
 }
 
 export async function listTopics(ctx: Context, caller: Caller) {

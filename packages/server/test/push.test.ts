@@ -395,12 +395,19 @@ describe('push: wake-ups', () => {
     for (let i = 0; i < 10; i++) topics.push(await topicOf(alice, bob));
     await service.until(sb.path, 1);
     await settle();
-    const start = service.to(sb.path).length;
-    const t0 = Date.now();
-    await Promise.all(topics.map((topic, i) => post(topic, alice, `burst ${i}`)));
-    assert.ok(Date.now() - t0 < COALESCE_MS, `the burst fits in the window (${Date.now() - t0} ms)`);
-    await service.until(sb.path, start + 1);
-    await settle();
+    // On a loaded machine ten posts may take longer than the window; then the burst proves
+    // nothing about coalescing, so it is sent again (at most three times) until it fits.
+    let start = 0;
+    for (let attempt = 1; ; attempt++) {
+      start = service.to(sb.path).length;
+      const t0 = Date.now();
+      await Promise.all(topics.map((topic, i) => post(topic, alice, `burst ${attempt}.${i}`)));
+      const took = Date.now() - t0;
+      await service.until(sb.path, start + 1);
+      await settle();
+      if (took < COALESCE_MS) break;
+      assert.ok(attempt < 3, `three bursts of 10 posts each took longer than the ${COALESCE_MS} ms window (last: ${took} ms)`);
+    }
     assert.equal(service.to(sb.path).length, start + 1, 'exactly one push for the burst');
     // After the window, a new entry is a new push.
     await post(topics[0]!, alice, 'later');

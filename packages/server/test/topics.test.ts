@@ -115,12 +115,19 @@ describe('create', () => {
     ]);
     expectError(await submit(t, '/v1/topics', { update: toBase64url(encodeTopicUpdate(withGhost.update)) }, token(alice)), 404, 'user.unknown');
 
+    // A member of another server is checked against the identity key their home server
+    // publishes (protocol §17.4); a home server that cannot be reached refuses the create.
+    s.ctx.federation.setPeer('beta.test', 'http://127.0.0.1:1');
     const remote = new ScriptedUser('erin@beta.test', t, () => s.clock.t);
     const withRemote = ScriptedTopic.build(t, 'alpha.test', s.ctx.serverKey, [
       { user: alice, role: 'admin' },
       { user: remote, role: 'participant' },
     ]);
-    expectError(await submit(t, '/v1/topics', { update: toBase64url(encodeTopicUpdate(withRemote.update)) }, token(alice)), 404, 'user.unknown');
+    expectError(
+      await submit(t, '/v1/topics', { update: toBase64url(encodeTopicUpdate(withRemote.update)) }, token(alice)),
+      502,
+      'federation.unreachable',
+    );
 
     // An impostor identity key certifying a topic key for bob: valid certificate, wrong identity.
     const impostor = new ScriptedUser('bob@alpha.test', t, () => s.clock.t);

@@ -6,11 +6,14 @@
  */
 import { Hono, type Context as HonoContext } from 'hono';
 import { cors } from 'hono/cors';
-import { RendezvousError, TOPIC_ID_SIZE, fromBase64url, toBase64url } from '@rendezvous/protocol';
+import { RendezvousError, TOPIC_ID_SIZE, fromBase64url, isServerName, serverKeyId, toBase64url } from '@rendezvous/protocol';
+import { publishedKeysJson, rotateServerKey } from '../federation/keys.ts';
 import type { Context } from '../context.ts';
 import * as accounts from '../accounts.ts';
 import * as files from '../files.ts';
 import { registerFileRoutes } from './files.ts';
+import { registerFederationRoutes } from './federation.ts';
+import { deliveries } from '../federation/deliveries.ts';
 import * as topics from '../topics.ts';
 import { readEvents } from '../events.ts';
 import { PUSH_LIMITS, type Push } from '../push.ts';
@@ -91,14 +94,22 @@ export function createApp(
   };
 
   // ---- discovery and operations -------------------------------------------------------------
-  app.get('/.well-known/rendezvous', (c) =>
+  app.get('/.well-known/rendezvous', async (c) =>
     c.json({
       server: ctx.name,
       publicKey: toBase64url(ctx.serverKey),
       apiVersion: API_VERSION,
       version: ctx.version,
+      keys: await publishedKeysJson(ctx),
     }),
   );
+  // The keys this server pinned for another (protocol §17.1), fetched on first use; its own for its name.
+  app.get('/v1/servers/:name', auth, async (c) => {
+    const name = param(c, 'name');
+    if (!isServerName(name)) throw new RendezvousError('request.bad_field', 'name: expected a server name', { field: 'name' });
+    const keys = await ctx.federation.serverKeys(name);
+    return c.json({ server: name, keys: keys.map((k) => ({ publicKey: toBase64url(k), keyId: toBase64url(serverKeyId(ctx.crypto, k)) })) });
+  });
   app.get('/healthz', (c) => c.json({ ok: true }));
   app.get('/readyz', async (c) => {
     if (opts.isReady && !opts.isReady()) throw new RendezvousError('server.unavailable');
@@ -137,6 +148,11 @@ export function createApp(
     ctx.log.info({ topicId: param(c, 'topicId') }, 'topic deleted by admin');
     return c.json({ deleted: true });
   });
+  app.post('/v1/admin/server-key/rotate', admin, async (c) => {
+    const r = await rotateServerKey(ctx);
+    return c.json({ publicKey: toBase64url(r.publicKey), keyId: toBase64url(serverKeyId(ctx.crypto, r.publicKey)), createdAt: r.createdAt, keys: await publishedKeysJson(ctx) });
+  });
+  app.get('/v1/admin/federation', admin, async (c) => c.json({ servers: await deliveries(ctx).status() }));
   app.get('/v1/admin/status', admin, async (c) =>
     c.json({ server: ctx.name, version: ctx.version, apiVersion: API_VERSION, counts: await ctx.store.counts() }),
   );
@@ -153,7 +169,16 @@ export function createApp(
     });
     return c.json(r, 201);
   });
-  app.get('/v1/users/:user', async (c) => c.json(await accounts.identityOf(ctx, param(c, 'user'))));
+  app.get('/v1/users/:user', async (c) => {
+    const user = param(c, 'user');
+    if (accounts.isLocalUser(ctx, user)) return c.json(await accounts.identityOf(ctx, user));
+    // A user of another server costs a federation request: devices of this server only, rate-limited.
+    const token = bearer(c);
+    if (token === undefined) throw new RendezvousError('auth.required', 'looking up users of other servers needs a session');
+    const caller = await accounts.authenticate(ctx, token);
+    ctx.rate.take('claimTopicKeyPerClaimer', caller.user);
+    return c.json(await accounts.identityOf(ctx, user));
+  });
   app.post('/v1/users/:user/devices', async (c) => {
     ctx.rate.take('register', clientAddress(c, opts.trustProxy ?? false));
     const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
@@ -288,6 +313,8 @@ export function createApp(
 
   // ---- files
   registerFileRoutes(app, ctx, auth);
+  // ---- federation (protocol §17): server-to-server, signed
+  registerFederationRoutes(app, ctx);
   return app;
 }
 
