@@ -76,7 +76,7 @@ export async function watch(
       const r = await c.sync();
       for (const t of r.topics) {
         if (t.halted !== null) console.error(`ALARM ${t.id}: ${t.halted}: stopped verifying this topic`);
-        for (const a of t.alarms) console.error(`ALARM ${t.id} entry ${a.index}: ${a.code}`);
+        for (const a of t.alarms) console.error(a.index === null ? `ALARM ${t.id}: ${a.code}: ${a.message}` : `ALARM ${t.id} entry ${a.index}: ${a.code}`);
       }
       for (const t of c.topics()) {
         // What was there when watching began is history, not news.

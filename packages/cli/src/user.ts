@@ -228,7 +228,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         const lines = r.topics.map((t) => {
           const v = c.topics().find((x) => x.id === t.id);
           const name = v?.title ? `"${v.title}"` : t.id;
-          const alarm = t.halted ? `  ALARM ${t.halted}: stopped verifying this topic` : t.alarms.map((a) => `  ALARM entry ${a.index}: ${a.code}`).join('');
+          const alarm = t.halted ? `  ALARM ${t.halted}: stopped verifying this topic` : t.alarms.map((a) => `  ${alarmLine(a)}`).join('');
           return `${name}: ${t.newEntries} new${alarm}`;
         });
         for (const b of r.rejectedBundles) lines.push(`ALARM key bundle ${b.id}: ${b.code}: dropped`);
@@ -244,8 +244,13 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         }
         if (words.length === 0) throw new UsageError('send needs <topic> <text>');
         await c.sync();
-        const index = await c.send(topicRef(ref), { text: words.join(' ') });
-        ctx.out(`sent (entry ${index})`, { index });
+        const id = topicRef(ref);
+        const r = await c.send(id, { text: words.join(' ') });
+        if (r.pending === true) {
+          ctx.out(queued(c, id, 'your message'), { index: null, pending: true });
+          return 0;
+        }
+        ctx.out(`sent (entry ${r.index})`, { index: r.index });
         return 0;
       }
       case 'read': {
@@ -356,7 +361,9 @@ async function topic(
         `${t.title ?? '(untitled)'}  ${t.id}`,
         `host ${t.host}, epoch ${t.epoch}, ${t.size} entries, history ${t.history === 'shared' ? 'shared with new members' : 'hidden from new members'}`,
         ...t.members.map((m) => `  ${m.user}  ${m.role}`),
-        ...t.alarms.map((x) => `  ALARM entry ${x.index}: ${x.code}`),
+        ...(t.witnesses.length > 0 ? [`witnessed by: ${t.witnesses.map((w) => `${w.server} (at ${w.size} ${w.size === 1 ? 'entry' : 'entries'})`).join(', ')}`] : []),
+        ...(t.halted !== null ? [`  ALARM ${t.halted.code}: stopped verifying this topic: ${t.halted.message}`] : []),
+        ...t.alarms.map((x) => `  ${alarmLine(x)}`),
       ];
       ctx.out(lines.join('\n'), { ...t, topicId: undefined });
       return 0;
@@ -364,29 +371,61 @@ async function topic(
     case 'add':
       if (!b) throw new UsageError('topic add needs <topic> <user>');
       await c.sync();
-      await c.addMember(topicRef(a), b, role(values.role, 'participant'));
-      ctx.out(`added ${b}`, { added: b });
+      {
+        const id = topicRef(a);
+        const r = await c.addMember(id, b, role(values.role, 'participant'));
+        if (r.pending === true) ctx.out(queued(c, id, `adding ${b}`), { added: b, pending: true });
+        else ctx.out(`added ${b}`, { added: b });
+      }
       return 0;
     case 'remove':
       if (!b) throw new UsageError('topic remove needs <topic> <user>');
       await c.sync();
-      await c.removeMember(topicRef(a), b);
-      ctx.out(`removed ${b}; the topic has a new key`, { removed: b });
+      {
+        const id = topicRef(a);
+        const r = await c.removeMember(id, b);
+        if (r.pending === true) ctx.out(queued(c, id, `removing ${b}`), { removed: b, pending: true });
+        else ctx.out(`removed ${b}; the topic has a new key`, { removed: b });
+      }
       return 0;
     case 'role':
       if (!b || !d) throw new UsageError('topic role needs <topic> <user> <role>');
       await c.sync();
-      await c.setRole(topicRef(a), b, role(d, 'participant'));
-      ctx.out(`${b} is now ${d}`, { user: b, role: d });
+      {
+        const id = topicRef(a);
+        const r = await c.setRole(id, b, role(d, 'participant'));
+        if (r.pending === true) ctx.out(queued(c, id, `the role change of ${b}`), { user: b, role: d, pending: true });
+        else ctx.out(`${b} is now ${d}`, { user: b, role: d });
+      }
       return 0;
     case 'leave':
       await c.sync();
-      await c.leave(topicRef(a));
-      ctx.out('left the topic', { left: true });
+      {
+        const id = topicRef(a);
+        const r = await c.leave(id);
+        if (r.pending === true) ctx.out(queued(c, id, 'your leaving'), { left: false, pending: true });
+        else ctx.out('left the topic', { left: true });
+      }
       return 0;
     default:
       throw new UsageError('topic commands: create, list, show, add, remove, role, leave');
   }
+}
+
+/** An alarm of a topic: an entry's, or one about the topic as a whole (witnesses, fork reports). */
+export function alarmLine(a: { index: number | null; code: string; message: string }): string {
+  return a.index === null ? `ALARM ${a.code}: ${a.message}` : `ALARM entry ${a.index}: ${a.code}`;
+}
+
+/** What a submission the home server queued for an unreachable host prints. */
+function queued(c: Client, topicId: string, what: string): string {
+  let host = 'the topic\'s host';
+  try {
+    host = c.topic(topicId).host || host;
+  } catch {
+    // a topic this device has not synced: the generic name does
+  }
+  return `queued: ${host} is unreachable; ${what} will be delivered when it is back`;
 }
 
 /** A line for an SDK error: its code, and a hint of what to do next. */
@@ -406,6 +445,9 @@ export function explain(e: unknown): string {
     'blob.unknown': 'the file is no longer on the server',
     'blob.quota_exceeded': 'your file storage on the server is full',
     'request.too_large': 'the file is larger than the server accepts',
+    'federation.key_changed': "the other server's key changed without an endorsement: ask its operator, and do not trust it until checked",
+    'federation.unreachable': 'the other server cannot be reached now: try again later',
+    'federation.bad_address': 'your server refuses to contact that server name',
   };
   const fileHint = (e.details as { file?: unknown } | undefined)?.file === true;
   const hint = fileHint && e.code === 'crypto.decrypt_failed' ? 'the sender shared a file that does not open with its key: nothing was kept' : hints[e.code];
@@ -549,7 +591,8 @@ async function sendFileCommand(c: Client, ctx: Ctx, topicId: string, path: strin
   } finally {
     bar.end();
   }
-  ctx.out(`sent ${r.name} (${bytes(r.size)}) as entry ${r.index}`, r);
+  if (r.pending === true) ctx.out(`${queued(c, topicId, `${r.name} (${bytes(r.size)})`)}`, r);
+  else ctx.out(`sent ${r.name} (${bytes(r.size)}) as entry ${r.index}`, r);
   return 0;
 }
 

@@ -16,6 +16,7 @@
 import {
   ERROR_CODES,
   HASH_SIZE,
+  KEY_ID_SIZE,
   MAX_BUNDLE_CIPHERTEXT,
   MAX_ENTRY_BODY,
   MAX_SERVER_NAME_BYTES,
@@ -90,13 +91,28 @@ export interface PendingBundle { id: number; senderDeviceId: string; bundle: Uin
 /** The new head after an append (docs/server.md §Topics and logs). */
 export interface Appended { index: number; size: number; checkpoint: Uint8Array }
 export interface Created extends Appended { topicId: Uint8Array }
+/**
+ * A submission to a topic hosted on another server that the home server could not deliver yet
+ * (docs/server.md §Federation, `202 {"pending": true}`): queued durably there, delivered when
+ * the host is back. A retry with the same Idempotency-Key answers 202 again or the host's answer.
+ */
+export interface Pending { pending: true }
+export const isPending = (a: Appended | Pending): a is Pending => 'pending' in a && a.pending === true;
 export interface TopicSummary { topicId: Uint8Array; host: string; size: number; checkpoint: Uint8Array }
+/** What the home server recorded against a topic's host (protocol §17.5): the evidence is host-signed checkpoints. */
+export interface ForkReport { kind: 'fork' | 'rollback'; server: string; checkpoints: Uint8Array[]; detail: string; detectedAt: number }
+/** The keys the home server pinned for a server (its own keys for its own name), base64url on the wire. */
+export interface ServerKeys { server: string; keys: { publicKey: Uint8Array; keyId: Uint8Array }[] }
 export interface TopicMemberInfo { memberId: number; user: string; role: Role }
 export interface TopicInfo extends TopicSummary {
   history: History;
   epoch: number;
   epochStartSize: number;
   members: TopicMemberInfo[];
+  /** Encoded Cosignatures (protocol §17.5), the latest per witnessing server; empty on a server without federation. */
+  witnesses: Uint8Array[];
+  /** Forks and rollbacks of the host the home server detected; empty on a server without federation. */
+  forks: ForkReport[];
 }
 export type EntryType = 'update' | 'message';
 export interface EntryRecord { index: number; type: EntryType; entry: Uint8Array }
@@ -144,7 +160,8 @@ const KEY_SIZE = 32;
 const STRUCT_MAX = 4096; // certificates, prekeys, topic keys, checkpoints: well under this
 const ENTRY_MAX = MAX_ENTRY_BODY + STRUCT_MAX;
 const BUNDLE_MAX = MAX_BUNDLE_CIPHERTEXT + STRUCT_MAX;
-const PROOF_MAX = 128; // 2·log2(2^52) hashes at most
+const PROOF_MAX = 128;
+const COSIGNATURE_MAX = 2 * STRUCT_MAX; // 2·log2(2^52) hashes at most
 const CLIENT_ID = /^[A-Za-z0-9_-]{8,64}$/;
 /** The characters the server accepts in a bearer token (src/http/app.ts): nothing to inject. */
 const TOKEN = /^[A-Za-z0-9_\-.~+/]+=*$/;
@@ -220,6 +237,13 @@ class Obj {
   str(k: string, maxLength = 1024): string {
     const s = this.v[k];
     if (typeof s !== 'string' || s.length === 0 || s.length > maxLength) throw malformed(`${this.path}.${k}`, `a string of 1–${maxLength} characters`);
+    return s;
+  }
+  /** An optional free text (possibly empty); absent is the empty string. */
+  text(k: string, maxLength: number): string {
+    const s = this.v[k];
+    if (s === undefined) return '';
+    if (typeof s !== 'string' || s.length > maxLength) throw malformed(`${this.path}.${k}`, `a string of at most ${maxLength} characters`);
     return s;
   }
   int(k: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
@@ -483,15 +507,41 @@ export class ServerApi {
       epoch: o.int('epoch'),
       epochStartSize: o.int('epochStartSize', 0, s.size),
       members: o.objs('members', 10_000).map((m) => ({ memberId: m.int('memberId'), user: m.str('user', MAX_USER_ID_BYTES), role: m.oneOf('role', ['admin', 'participant', 'observer'] as const) })),
+      // Absent on a server without federation: nothing witnessed, nothing detected.
+      witnesses: o.has('witnesses') ? o.list('witnesses', 10_000).map(({ item, path }) => b64(item, path, { max: COSIGNATURE_MAX })) : [],
+      forks: o.has('forks')
+        ? o.objs('forks', 10_000).map((f) => ({
+            kind: f.oneOf('kind', ['fork', 'rollback'] as const),
+            server: f.str('server', MAX_SERVER_NAME_BYTES),
+            checkpoints: f.list('checkpoints', 1_000).map(({ item, path }) => b64(item, path, { max: STRUCT_MAX })),
+            detail: f.text('detail', 4096),
+            detectedAt: f.int('detectedAt'),
+          }))
+        : [],
     };
   }
 
-  async postUpdate(topicId: Uint8Array, update: Uint8Array, opts: SubmitOptions = {}): Promise<Submitted<Appended>> {
-    return this.submit(`${topicPath(topicId)}/updates`, { update: toBase64url(update) }, opts, appended);
+  /**
+   * The keys the home server pinned for server `name` (protocol §17.1; its own keys for its own
+   * name). Only the shape is checked here; the client pins them (docs/client.md §Topics hosted
+   * on other servers) and checks each key id against its key.
+   */
+  async serverKeys(name: string): Promise<ServerKeys> {
+    const o = await this.json({ method: 'GET', path: `/v1/servers/${encodeURIComponent(name)}`, retry: true });
+    return {
+      server: o.str('server', MAX_SERVER_NAME_BYTES),
+      keys: o.objs('keys', 1_000).map((k) => ({ publicKey: k.bytes('publicKey', KEY_SIZE), keyId: k.bytes('keyId', KEY_ID_SIZE) })),
+    };
   }
 
-  async postMessage(topicId: Uint8Array, message: Uint8Array, opts: SubmitOptions = {}): Promise<Submitted<Appended>> {
-    return this.submit(`${topicPath(topicId)}/messages`, { message: toBase64url(message) }, opts, appended);
+  /** `201` with the new head, or `202 {pending: true}` for a topic whose host is unreachable (see Pending). */
+  async postUpdate(topicId: Uint8Array, update: Uint8Array, opts: SubmitOptions = {}): Promise<Submitted<Appended | Pending>> {
+    return this.submit(`${topicPath(topicId)}/updates`, { update: toBase64url(update) }, opts, appended, true);
+  }
+
+  /** `201` with the new head, or `202 {pending: true}` for a topic whose host is unreachable (see Pending). */
+  async postMessage(topicId: Uint8Array, message: Uint8Array, opts: SubmitOptions = {}): Promise<Submitted<Appended | Pending>> {
+    return this.submit(`${topicPath(topicId)}/messages`, { message: toBase64url(message) }, opts, appended, true);
   }
 
   /** Entries from `from`, in order and without gaps (the server sends at most 1,000 a time). */
@@ -660,12 +710,19 @@ export class ServerApi {
   }
 
   /** §Idempotency: one key for every attempt, the body serialized once (key uploads hash the JSON bytes). */
-  private async submit<T>(path: string, json: unknown, opts: SubmitOptions, read: (o: Obj) => T): Promise<Submitted<T>> {
+  private async submit<T>(path: string, json: unknown, opts: SubmitOptions, read: (o: Obj) => T): Promise<Submitted<T>>;
+  private async submit<T>(path: string, json: unknown, opts: SubmitOptions, read: (o: Obj) => T, pendingOk: true): Promise<Submitted<T | Pending>>;
+  private async submit<T>(path: string, json: unknown, opts: SubmitOptions, read: (o: Obj) => T, pendingOk = false): Promise<Submitted<T | Pending>> {
     const clientId = opts.clientId ?? toBase64url(this.random(16));
     if (!CLIENT_ID.test(clientId)) throw badArg('clientId', '8–64 characters of A–Z a–z 0–9 _ -');
     const { res, text } = await this.exchange({ method: 'POST', path, json, retry: true, clientId });
     const o = Obj.of(parseJson(text, path), path);
-    return { ...read(o), clientId, replayed: res.headers.get('idempotent-replayed') === 'true' };
+    const replayed = res.headers.get('idempotent-replayed') === 'true';
+    if (pendingOk && res.status === 202) {
+      if (o.bool('pending') !== true) throw malformed(`${path}.pending`, 'true');
+      return { pending: true, clientId, replayed };
+    }
+    return { ...read(o), clientId, replayed };
   }
 
   private async json(c: Call): Promise<Obj> {

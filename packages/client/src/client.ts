@@ -12,7 +12,9 @@ import {
   Writer,
   buildCreate,
   buildUpdate,
+  checkEd25519PublicKey,
   decodeCheckpoint,
+  decodeCosignature,
   decodeDeviceCert,
   decodeDevicePrekey,
   decodeKeyBundle,
@@ -36,6 +38,7 @@ import {
   parseUserId,
   readCheckpoint,
   sealKeyBundle,
+  serverKeyId,
   sealMessage,
   signDeviceCert,
   signDevicePrekey,
@@ -48,8 +51,10 @@ import {
   verifyDeviceCert,
   verifyDevicePrekey,
   verifyKeyBundle,
+  verifyCosignature,
   verifyTopicKey,
   type BundleContent,
+  type Checkpoint,
   type ChangeAction,
   type CryptoProvider,
   type ErrorCode,
@@ -60,10 +65,10 @@ import {
   type TopicKeySecret,
   type TopicState,
 } from '@rendezvous/protocol';
-import { ServerApi, type WebSocketConstructor } from './api.ts';
+import { ServerApi, isPending, type WebSocketConstructor } from './api.ts';
 import { Contacts, safetyNumber, type Contact } from './contacts.ts';
 import type { ProfileStore } from './profile-store.ts';
-import { TopicMirror, type Alarm, type MirrorSnapshot } from './topic-mirror.ts';
+import { TopicMirror, type Alarm, type HostKeyLookup, type MirrorSnapshot } from './topic-mirror.ts';
 import { LINK_TTL_MS, decodeLinkCode, encodeLinkCode, linkedDeviceId, linkedDeviceSeed } from './link.ts';
 
 export interface ClientOptions {
@@ -108,6 +113,23 @@ export interface TopicView {
   active: boolean;
   alarms: Alarm[];
   halted: { code: ErrorCode; message: string } | null;
+  /**
+   * Servers whose cosignature of a host checkpoint (protocol §17.5) verified and agrees with
+   * this device's own log, at the size they vouch for (as of the last sync).
+   */
+  witnesses: { server: string; size: number }[];
+}
+
+/**
+ * What a post returns. `index` is the entry's log index, acknowledged by the host and checked
+ * against the synced log; for a topic whose host is unreachable the home server queued the post
+ * (`pending: true`, `index: null`): it shows up in the log once the host has it.
+ */
+export type SendResult = { index: number; pending?: undefined; clientId: string } | { index: null; pending: true; clientId: string };
+
+/** What a topic change returns: `pending: true` when the home server queued it for an unreachable host. */
+export interface ChangeResult {
+  pending?: true;
 }
 
 export interface SyncReport {
@@ -135,9 +157,20 @@ interface ProfileDoc {
   gone: string[];
   /** Live-delivery cursor (docs/server.md §Events): the last event this device processed. */
   cursor?: number;
+  /**
+   * Server keys pinned per server name (base64url, oldest first): the home server's from its
+   * well-known document (`serverKey`), others on first use from `GET /v1/servers/:name`. Keys
+   * are only ever added (docs/client.md §Topics hosted on other servers). Absent in older profiles.
+   */
+  servers?: Record<string, string[]>;
+  /** Per topic, the witnesses that verified and agreed at the last sync. */
+  witnessed?: Record<string, { server: string; size: number }[]>;
 }
 
 const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
+/** How long a post to a topic hosted elsewhere waits for the home server's replica to hold it. */
+const REPLICA_WAIT_STEPS = 50;
+const REPLICA_WAIT_STEP_MS = 100;
 
 /**
  * Each client's profile document (all of it secret), outside the object: logging a client, or
@@ -146,6 +179,8 @@ const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
 const docs = new WeakMap<RendezvousClient, ProfileDoc>();
 /** Each mirror's title as of a log size (RendezvousClient.titleOf). */
 const titles = new WeakMap<TopicMirror, { size: number; title: string | null }>();
+/** Alarms a mirror already reported in this process (RendezvousClient.alarm). */
+const raised = new WeakMap<TopicMirror, Set<string>>();
 function docOf(c: RendezvousClient): ProfileDoc {
   return docs.get(c)!;
 }
@@ -173,7 +208,18 @@ function newProfile(
     contacts: [],
     topics: [],
     gone: [],
+    servers: { [wk.server]: [toBase64url(wk.publicKey)] },
+    witnessed: {},
   };
+}
+
+/** Fills in what older profiles lack: the home server's key becomes its first pinned key. */
+function migrate(doc: ProfileDoc): ProfileDoc {
+  doc.gone ??= [];
+  doc.servers ??= {};
+  doc.servers[doc.serverName] ??= [doc.serverKey];
+  doc.witnessed ??= {};
+  return doc;
 }
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
@@ -195,7 +241,7 @@ export class RendezvousClient {
     private readonly o: ClientOptions,
     doc: ProfileDoc,
   ) {
-    docs.set(this, doc);
+    docs.set(this, migrate(doc));
     this.crypto = o.crypto;
     this.random = o.random ?? ((n) => globalThis.crypto.getRandomValues(new Uint8Array(n)));
     this.now = o.now ?? Date.now;
@@ -353,11 +399,13 @@ export class RendezvousClient {
     if (bytes === null) throw new RendezvousError('user.unknown', 'no account in this profile: register first');
     const doc = JSON.parse(fromUtf8(bytes)) as ProfileDoc;
     if (doc.v !== 1) throw new RendezvousError('encoding.unknown_version', `profile version ${String(doc.v)}`);
-    doc.gone ??= [];
+    migrate(doc);
     const c = new RendezvousClient(o, doc);
     for (const id of doc.topics) {
       const part = await o.store.loadPart(`topic-${toHex(fromBase64url(id))}`);
-      if (part !== null) c.mirrors.set(id, TopicMirror.restore(c.crypto, decodeSnapshot(part), c.contacts, c.keyLookup));
+      if (part === null) continue;
+      const m = TopicMirror.restore(c.crypto, decodeSnapshot(part), c.contacts, c.keyLookup, c.hostKeys);
+      c.mirrors.set(id, m);
     }
     return c;
   }
@@ -596,13 +644,83 @@ export class RendezvousClient {
     return m;
   }
 
-  private newMirror(topicId: Uint8Array, host: string): TopicMirror {
-    if (host !== docOf(this).serverName) {
-      throw new RendezvousError('topic.wrong_host', `topic hosted by ${host}: federation is not supported yet`);
-    }
-    const m = new TopicMirror(this.crypto, topicId, fromBase64url(docOf(this).serverKey), this.contacts, this.keyLookup);
+  /**
+   * A mirror for a topic of `host`: this server's, or another server's whose keys are pinned on
+   * first use (`GET /v1/servers/:host`, through the home server).
+   */
+  private async newMirror(topicId: Uint8Array, host: string): Promise<TopicMirror> {
+    if (this.pinnedServerKeys(host).length === 0) await this.serverKeys(host);
+    const m = new TopicMirror(this.crypto, topicId, this.hostKeys, this.contacts, this.keyLookup, host);
     this.mirrors.set(toBase64url(topicId), m);
     return m;
+  }
+
+  // ---- server keys (docs/client.md §Topics hosted on other servers) -----------------------------
+
+  /** The keys pinned for each server, as the mirrors look them up. */
+  private hostKeys: HostKeyLookup = (server) => this.pinnedServerKeys(server);
+
+  private pinnedServerKeys(server: string): Uint8Array[] {
+    return (docOf(this).servers?.[server] ?? []).map(fromBase64url);
+  }
+
+  /**
+   * The keys of `server` as the home server pinned them (`GET /v1/servers/:name`), pinned here in
+   * turn: on first use all of them (trust on first use), afterwards the list must still hold every
+   * key pinned here (keys are only added, by a rotation the home server checked), or it is
+   * `federation.key_changed` and nothing changes. Returns every key pinned for the server.
+   */
+  async serverKeys(server: string): Promise<Uint8Array[]> {
+    return this.withSession(async () => {
+      const r = await this.api.serverKeys(server);
+      if (r.server !== server) throw new RendezvousError('encoding.bad_value', `asked for the keys of ${server}, got those of ${r.server}`);
+      if (r.keys.length === 0) throw new RendezvousError('encoding.bad_value', `the home server lists no key for ${server}`);
+      for (const k of r.keys) {
+        checkEd25519PublicKey(k.publicKey, 'server key');
+        if (!equal(serverKeyId(this.crypto, k.publicKey), k.keyId)) throw new RendezvousError('encoding.bad_value', `a key of ${server} is listed under another key id`);
+      }
+      const pinned = this.pinnedServerKeys(server);
+      const dropped = pinned.filter((p) => !r.keys.some((k) => equal(k.publicKey, p)));
+      if (dropped.length > 0) {
+        throw new RendezvousError('federation.key_changed', `the keys listed for ${server} no longer include the ${dropped.length === 1 ? 'key' : 'keys'} pinned for it: its identity changed, or the home server lies`);
+      }
+      const all = [...pinned, ...r.keys.map((k) => k.publicKey).filter((k) => !pinned.some((p) => equal(p, k)))];
+      if (all.length > pinned.length) {
+        docOf(this).servers![server] = all.map(toBase64url);
+        await this.save();
+      }
+      return all;
+    });
+  }
+
+  /**
+   * Makes sure the key a checkpoint of `server` names is pinned, asking the home server once if
+   * it is not (a rotation). A server without the keys route (before federation) leaves the
+   * pins as they are: the checkpoint then fails as signed by an unknown key.
+   */
+  private async learnKey(server: string, keyId: Uint8Array): Promise<void> {
+    if (this.pinnedServerKeys(server).some((k) => equal(serverKeyId(this.crypto, k), keyId))) return;
+    try {
+      await this.serverKeys(server);
+    } catch (e) {
+      if (isRendezvousError(e, 'request.not_found') && this.pinnedServerKeys(server).length > 0) return;
+      throw e;
+    }
+  }
+
+  /** Checks a checkpoint the home server returned for `m`, learning a rotated host key first. */
+  private async checkCheckpoint(m: TopicMirror, bytes: Uint8Array): Promise<Checkpoint> {
+    const cp = decodeCheckpoint(bytes);
+    const host = m.host;
+    if (m.halted === null && host !== null && cp.origin === host) await this.learnKey(host, cp.keyId);
+    m.checkCheckpoint(cp, { replica: this.isRemote(m) });
+    return cp;
+  }
+
+  /** A topic hosted by another server: the home server serves a replica, which may lag behind the host. */
+  private isRemote(m: TopicMirror): boolean {
+    const host = m.host;
+    return host !== null && host !== docOf(this).serverName;
   }
 
   /** Claims a topic key of `user` (protocol §6.1), checking its certificate and pinning the identity. */
@@ -651,7 +769,7 @@ export class RendezvousClient {
       });
       const encoded = encodeTopicUpdate(built.update);
       const r = await this.api.createTopic(encoded);
-      this.newMirror(topicId, docOf(this).serverName);
+      await this.newMirror(topicId, docOf(this).serverName);
       await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), encoded));
       if (o.title !== undefined) await this.post(topicId, { type: 'topic-info', body: utf8(JSON.stringify({ title: o.title })) });
       await this.replenish();
@@ -668,7 +786,7 @@ export class RendezvousClient {
    * Applies a change as this admin (or as the leaver), syncing first so it builds on the head;
    * `action` is made from that synced state (a member id is only known there).
    */
-  private async change(topicId: Uint8Array, action: (state: TopicState) => ChangeAction): Promise<void> {
+  private async change(topicId: Uint8Array, action: (state: TopicState) => ChangeAction): Promise<ChangeResult> {
     await this.syncTopic(topicId);
     const m = this.mirror(topicId);
     const state = m.state!;
@@ -685,12 +803,16 @@ export class RendezvousClient {
     });
     const encoded = encodeTopicUpdate(built.update);
     const r = await this.api.postUpdate(topicId, encoded);
+    // Queued by the home server for an unreachable host: nothing acknowledged yet to check; the
+    // update reaches the log (and this device's mirror) when the host has it.
+    if (isPending(r)) return { pending: true };
     if (a.type === 'leave') {
       // The server no longer serves the topic to a leaver; its mirror keeps what it verified.
       docOf(this).gone.push(toBase64url(topicId));
-      return;
+      return {};
     }
     await this.checkAcknowledged(topicId, r, (e) => e.type === 'update' && equal(encodeTopicUpdate(e.update), encoded));
+    return {};
   }
 
   private memberOf(state: TopicState, user: string) {
@@ -699,46 +821,53 @@ export class RendezvousClient {
     return m;
   }
 
-  async addMember(topic: string, user: string, role: Role = 'participant'): Promise<void> {
-    await this.withSession(async () => {
+  /** Adds a member (a user of this server or, by `name@server`, of another). `pending` as for every change. */
+  async addMember(topic: string, user: string, role: Role = 'participant'): Promise<ChangeResult> {
+    return this.withSession(async () => {
       const topicKey = await this.claimTopicKey(this.qualify(user));
-      await this.change(fromBase64url(topic), () => ({ type: 'add', role, topicKey }));
+      const r = await this.change(fromBase64url(topic), () => ({ type: 'add', role, topicKey }));
       await this.save();
+      return r;
     });
   }
 
-  async removeMember(topic: string, user: string): Promise<void> {
-    await this.withSession(async () => {
-      await this.change(fromBase64url(topic), (s) => ({ type: 'remove', memberId: this.memberOf(s, user).id }));
+  async removeMember(topic: string, user: string): Promise<ChangeResult> {
+    return this.withSession(async () => {
+      const r = await this.change(fromBase64url(topic), (s) => ({ type: 'remove', memberId: this.memberOf(s, user).id }));
       await this.save();
+      return r;
     });
   }
 
-  async setRole(topic: string, user: string, role: Role): Promise<void> {
-    await this.withSession(async () => {
-      await this.change(fromBase64url(topic), (s) => ({ type: 'role', memberId: this.memberOf(s, user).id, role }));
+  async setRole(topic: string, user: string, role: Role): Promise<ChangeResult> {
+    return this.withSession(async () => {
+      const r = await this.change(fromBase64url(topic), (s) => ({ type: 'role', memberId: this.memberOf(s, user).id, role }));
       await this.save();
+      return r;
     });
   }
 
-  async leave(topic: string): Promise<void> {
-    await this.withSession(async () => {
-      await this.change(fromBase64url(topic), () => ({ type: 'leave' }));
+  async leave(topic: string): Promise<ChangeResult> {
+    return this.withSession(async () => {
+      const r = await this.change(fromBase64url(topic), () => ({ type: 'leave' }));
       await this.save();
+      return r;
     });
   }
 
   /** Starts a new epoch (also what admins' clients do after a leave, docs/client.md §Re-keying). */
-  async rekey(topic: string): Promise<void> {
-    await this.withSession(async () => {
-      await this.change(fromBase64url(topic), () => ({ type: 'rekey' }));
+  async rekey(topic: string): Promise<ChangeResult> {
+    return this.withSession(async () => {
+      const r = await this.change(fromBase64url(topic), () => ({ type: 'rekey' }));
       await this.save();
+      return r;
     });
   }
 
   // ---- messages ----------------------------------------------------------------------------------
 
-  async send(topic: string, content: { text: string } | { json: unknown }): Promise<number> {
+  /** Posts a text or JSON message; see SendResult for `pending` (a topic whose host is unreachable). */
+  async send(topic: string, content: { text: string } | { json: unknown }): Promise<SendResult> {
     const c = 'text' in content ? { type: 'text' as const, body: utf8(content.text) } : { type: 'json' as const, body: utf8(JSON.stringify(content.json)) };
     return this.postContent(topic, c);
   }
@@ -747,17 +876,17 @@ export class RendezvousClient {
    * Posts any content type (protocol §8.2): what `send` and the files module use. Syncs first,
    * and seals again if the topic moved to a new epoch meanwhile.
    */
-  async postContent(topic: string, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<number> {
+  async postContent(topic: string, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<SendResult> {
     return this.withSession(async () => {
       const topicId = fromBase64url(topic);
       await this.syncTopic(topicId);
-      const index = await this.post(topicId, content);
+      const r = await this.post(topicId, content);
       await this.save();
-      return index;
+      return r;
     });
   }
 
-  private async post(topicId: Uint8Array, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<number> {
+  private async post(topicId: Uint8Array, content: { type: 'text' | 'json' | 'topic-info' | 'file'; body: Uint8Array }): Promise<SendResult> {
     for (let attempt = 0; ; attempt++) {
       const m = this.mirror(topicId);
       const state = m.state!;
@@ -778,8 +907,11 @@ export class RendezvousClient {
       });
       try {
         const r = await this.api.postMessage(topicId, encodeMessage(msg));
+        // Queued for an unreachable host: no acknowledgement to check yet; a later sync finds
+        // the message in the log (its signature covers the head it was sealed on, as ever).
+        if (isPending(r)) return { index: null, pending: true, clientId: r.clientId };
         await this.checkAcknowledged(topicId, r, (e) => e.type === 'message' && equal(e.message.nonce, msg.nonce));
-        return r.index;
+        return { index: r.index, clientId: r.clientId };
       } catch (e) {
         // The topic moved on to a new epoch meanwhile: catch up and seal again.
         if (attempt < 2 && (isRendezvousError(e, 'topic.stale_epoch') || isRendezvousError(e, 'log.bad_head'))) {
@@ -828,10 +960,10 @@ export class RendezvousClient {
         let m = this.mirrors.get(id);
         if (m === undefined) {
           try {
-            m = this.newMirror(t.topicId, t.host);
+            m = await this.newMirror(t.topicId, t.host);
           } catch (e) {
-            // A topic this client cannot follow (another host, until federation) is reported,
-            // and never stops the sync of the others.
+            // A topic this client cannot follow yet (its host's keys cannot be had) is
+            // reported, and never stops the sync of the others.
             if (!isRendezvousError(e)) throw e;
             report.topics.push({ id, newEntries: 0, alarms: [], halted: e.code });
             continue;
@@ -857,9 +989,17 @@ export class RendezvousClient {
     isOurs: (e: NonNullable<ReturnType<TopicMirror['entry']>>) => boolean,
   ): Promise<void> {
     const m = this.mirror(topicId);
-    m.checkCheckpoint(decodeCheckpoint(r.checkpoint));
+    await this.checkCheckpoint(m, r.checkpoint);
     this.dirty.add(toBase64url(topicId));
     await this.syncTopic(topicId);
+    // The host answered before its delivery reached the home server's replica: wait a little
+    // for it. If it is still behind, the host's checkpoint waits in the mirror and is compared
+    // with the log once the replica serves those entries.
+    for (let i = 0; i < REPLICA_WAIT_STEPS && this.isRemote(m) && m.size <= r.index; i++) {
+      await new Promise((resolve) => setTimeout(resolve, REPLICA_WAIT_STEP_MS));
+      await this.syncTopic(topicId);
+    }
+    if (this.isRemote(m) && m.size <= r.index) return;
     const e = m.entry(r.index);
     if (e === undefined || !isOurs(e)) {
       throw m.raise(new RendezvousError('log.fork', `the server acknowledged our entry at ${r.index} but serves another there`));
@@ -877,12 +1017,93 @@ export class RendezvousClient {
     let halted: ErrorCode | null = null;
     try {
       await this.syncTopic(m.topicId);
+      await this.checkWitnesses(m);
       await this.completeRekey(m.topicId);
     } catch (e) {
       if (!isRendezvousError(e)) throw e;
       halted = e.code;
     }
     return { newEntries: m.size - before, alarms: m.alarms.slice(alarmsBefore), halted };
+  }
+
+  /**
+   * Witnesses and forks (protocol §17.5), read from the topic's summary once per sync step:
+   *
+   * - each cosignature is verified with the witness's pinned keys and its checkpoint with the
+   *   host's; one that does not verify is dropped and reported (an alarm), never trusted. One
+   *   whose checkpoint cannot belong to this device's log (another root at a size it holds) is
+   *   a fork: the topic halts with `log.fork`. The others are listed in the view as witnesses;
+   * - each fork report's checkpoints are verified with the host's keys. If one contradicts this
+   *   device's log, or two of them have the same size and different roots (the host signed two
+   *   logs), the topic halts with `log.fork`. A report this device cannot confirm is an alarm.
+   */
+  private async checkWitnesses(m: TopicMirror): Promise<void> {
+    const host = m.host;
+    if (host === null || m.halted !== null) return;
+    const id = toBase64url(m.topicId);
+    const info = await this.api.getTopic(m.topicId);
+    const agreed = new Map<string, number>();
+    for (const raw of info.witnesses) {
+      let witness: string | null = null;
+      let cp: Checkpoint;
+      try {
+        const cs = decodeCosignature(raw);
+        witness = cs.witness;
+        await this.learnKey(cs.witness, cs.keyId);
+        const key = this.pinnedServerKeys(cs.witness).find((k) => equal(serverKeyId(this.crypto, k), cs.keyId));
+        if (key === undefined) throw new RendezvousError('crypto.bad_signature', `cosignature by a key ${cs.witness} does not publish`);
+        cp = verifyCosignature(this.crypto, cs, key);
+        await this.learnKey(host, cp.keyId);
+        m.verifyHostCheckpoint(cp);
+      } catch (e) {
+        if (!isRendezvousError(e)) throw e;
+        // A witness that cannot be reached for its keys now is checked on a later sync.
+        if (e.code === 'federation.unreachable' || e.code === 'server.unavailable') continue;
+        this.alarm(m, e.code, `a cosignature${witness === null ? '' : ` of ${witness}`} was dropped: ${e.message}`);
+        continue;
+      }
+      if (m.contradicts(cp)) {
+        this.dirty.add(id);
+        throw m.raise(new RendezvousError('log.fork', `${witness} cosigned a checkpoint of ${host} of size ${cp.size} that is not this device's log at that size`));
+      }
+      if (cp.size <= m.size && witness !== host) agreed.set(witness!, Math.max(cp.size, agreed.get(witness!) ?? 0));
+    }
+    for (const f of info.forks) {
+      const cps: Checkpoint[] = [];
+      let unverified: RendezvousError | null = null;
+      for (const raw of f.checkpoints) {
+        try {
+          const cp = decodeCheckpoint(raw);
+          await this.learnKey(host, cp.keyId);
+          m.verifyHostCheckpoint(cp);
+          cps.push(cp);
+        } catch (e) {
+          if (!isRendezvousError(e)) throw e;
+          unverified ??= e;
+        }
+      }
+      const against = cps.find((cp) => m.contradicts(cp));
+      const twin = cps.find((a, i) => cps.some((b, j) => j !== i && a.size === b.size && !equal(a.root, b.root)));
+      if (against !== undefined || twin !== undefined) {
+        this.dirty.add(id);
+        const why = against !== undefined ? `a checkpoint of size ${against.size} that is not this device's log` : `two different logs of size ${twin!.size}`;
+        throw m.raise(new RendezvousError('log.fork', `${f.server} reported a ${f.kind} of ${host}, with ${why} signed by ${host}`));
+      }
+      if (unverified !== null) this.alarm(m, unverified.code, `${f.server} reported a ${f.kind} of ${host} with evidence that does not verify: ${unverified.message}`);
+      else this.alarm(m, f.kind === 'rollback' ? 'log.rollback' : 'log.fork', `${f.server} reported a ${f.kind} of ${host}${f.detail === '' ? '' : ` (${f.detail})`}; this device's log does not contradict it`);
+    }
+    const list = [...agreed].map(([server, size]) => ({ server, size })).sort((a, b) => a.server.localeCompare(b.server));
+    docOf(this).witnessed![id] = list;
+  }
+
+  /** Reports an alarm on a topic once per process (a sync finds the same evidence again). */
+  private alarm(m: TopicMirror, code: ErrorCode, message: string): void {
+    let seen = raised.get(m);
+    if (seen === undefined) raised.set(m, (seen = new Set()));
+    const key = `${code} ${message}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    m.alarms.push({ index: null, code, message });
   }
 
   /**
@@ -1036,9 +1257,12 @@ export class RendezvousClient {
       const r = await this.api.entries(topicId, m.size, 500);
       this.dirty.add(toBase64url(topicId));
       for (const e of r.entries) m.accept(e.index, e.entry);
-      m.checkCheckpoint(decodeCheckpoint(r.checkpoint));
+      const served = await this.checkCheckpoint(m, r.checkpoint);
       this.progress?.(toBase64url(topicId), m.size, m.target);
       if (m.size >= m.target) return;
+      // A replica behind a host checkpoint this device already holds (an acknowledgement the
+      // host signed): nothing is withheld yet, the entries come with the next delivery.
+      if (r.entries.length === 0 && this.isRemote(m) && served.size <= m.size) return;
       if (r.entries.length === 0) {
         throw m.raise(new RendezvousError('log.gap', `the server signed ${m.target} entries but sends none after ${m.size}`));
       }
@@ -1071,6 +1295,7 @@ export class RendezvousClient {
       active: !docOf(this).gone.includes(id),
       alarms: m.alarms.slice(),
       halted: m.halted === null ? null : { code: m.halted.code, message: m.halted.message },
+      witnesses: m.halted === null ? (docOf(this).witnessed?.[id] ?? []).map((w) => ({ ...w })) : [],
     };
   }
 
@@ -1130,8 +1355,8 @@ export class RendezvousClient {
   async verify(topic: string): Promise<{ size: number; root: Uint8Array; checkpoint: Uint8Array }> {
     return this.withSession(async () => {
       const topicId = fromBase64url(topic);
-      const fresh = new TopicMirror(this.crypto, topicId, fromBase64url(docOf(this).serverKey), this.contacts, this.keyLookup);
       const kept = this.mirrors.get(topic);
+      const fresh = new TopicMirror(this.crypto, topicId, this.hostKeys, this.contacts, this.keyLookup, kept?.host ?? docOf(this).serverName);
       this.mirrors.set(topic, fresh);
       try {
         await this.syncTopic(topicId);

@@ -95,8 +95,10 @@ export interface FileSummary {
 }
 
 export interface SentFile extends FileSummary {
-  /** The log index of the `file` message. */
-  index: number;
+  /** The log index of the `file` message; null while it is pending (see `pending`). */
+  index: number | null;
+  /** The home server queued the file message for the topic's unreachable host (SendResult). */
+  pending?: true;
   /** False if the topic already had this blob (the server stores it once). */
   created: boolean;
 }
@@ -190,8 +192,8 @@ export async function sendFile(client: RendezvousClient, topic: string, source: 
   }
 
   const ref: FileRef = { blobId, key, size, mediaType, name: o.name };
-  const index = await client.postContent(topic, { type: 'file', body: encodeFileRef(ref) });
-  return { index, created, ...summary(ref) };
+  const r = await client.postContent(topic, { type: 'file', body: encodeFileRef(ref) });
+  return { index: r.index, ...(r.pending === true && { pending: true as const }), created, ...summary(ref) };
 }
 
 /** The upload body of pass 2: a fresh stream per attempt, checked against pass 1's blob id. */

@@ -3,9 +3,9 @@
  * Node-only; the file profile store and the `ws` WebSocket are in `@rendezvous/client/node`.
  */
 export { RendezvousClient, encodeSnapshot, decodeSnapshot } from './client.ts';
-export type { ClientOptions, TopicMessage, TopicView, SyncReport } from './client.ts';
-export { ServerApi } from './api.ts';
-export { TopicMirror, type Alarm, type IdentityPins, type MirrorEntry, type MirrorSnapshot } from './topic-mirror.ts';
+export type { ClientOptions, TopicMessage, TopicView, SyncReport, SendResult, ChangeResult } from './client.ts';
+export { ServerApi, isPending, type Pending, type ForkReport, type ServerKeys } from './api.ts';
+export { TopicMirror, type Alarm, type HostKeyLookup, type IdentityPins, type MirrorEntry, type MirrorSnapshot } from './topic-mirror.ts';
 export { Contacts, safetyNumber, type Contact } from './contacts.ts';
 export {
   MemoryProfileStore,

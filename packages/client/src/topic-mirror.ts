@@ -11,7 +11,9 @@
  * - every message with checkMessage (protocol §8.4) against the mirror's own log: the sender
  *   signed the root of the log it saw at `head_size`, so a server that showed the sender another
  *   history fails here (`crypto.bad_signature`);
- * - every checkpoint the server signs (protocol §10–§11): signature by the pinned host key,
+ * - every checkpoint the server signs (protocol §10–§11): signature by a pinned key of the host
+ *   (the one whose key id the checkpoint names: keys rotate, docs/client.md §Topics hosted on
+ *   other servers), `origin` the topic's host,
  *   never smaller than one seen before (`log.rollback`), and the root equal to the mirror's own
  *   root at that size (`log.fork`). Holding the whole log, the mirror needs no proofs from the
  *   server: it recomputes every root itself.
@@ -38,6 +40,7 @@ import {
   openBackwardLink,
   openKeyShare,
   openMessage,
+  serverKeyId,
   toHex,
   topicKeyId,
   verifyCheckpoint,
@@ -58,6 +61,12 @@ export interface IdentityPins {
   check(user: string, identityKey: Uint8Array): void;
 }
 
+/**
+ * The keys this device pinned for a server (oldest first), by server name: a mirror verifies
+ * each checkpoint with the one whose key id the checkpoint names.
+ */
+export type HostKeyLookup = (server: string) => readonly Uint8Array[];
+
 /** Topic-key secrets this user's devices hold, by topic signature key id (protocol topicKeyId). */
 export type TopicKeyLookup = (keyId: string) => TopicKeySecret | undefined;
 
@@ -77,6 +86,10 @@ export type MirrorEntry =
 /** What a mirror persists: the log itself and what cannot be derived from it. */
 export interface MirrorSnapshot {
   topicId: Uint8Array;
+  /**
+   * A key of the host, pinned when the mirror was made (the only one before host keys were
+   * pinned per server; restored mirrors are given the client's pinned keys instead).
+   */
   hostKey: Uint8Array;
   entries: Uint8Array[];
   rejected: { index: number; code: ErrorCode }[];
@@ -119,16 +132,37 @@ export class TopicMirror {
   /** Rule breaks the server let through (rejected messages); halts are thrown, not listed here. */
   readonly alarms: Alarm[] = [];
 
+  private readonly hostKeys: HostKeyLookup;
+  /** The key a snapshot records (MirrorSnapshot.hostKey). */
+  private hostKey: Uint8Array;
+
   constructor(
     private readonly crypto: CryptoProvider,
     readonly topicId: Uint8Array,
-    /** The pinned public key of the topic's host server (checkpoints are signed by it). */
-    private readonly hostKey: Uint8Array,
+    /**
+     * The pinned keys of the topic's host server (checkpoints are signed by one of them): one
+     * key, or the client's pinned keys by server name.
+     */
+    hostKeys: Uint8Array | HostKeyLookup,
     private readonly pins: IdentityPins,
     private readonly myKeys: TopicKeyLookup,
+    /** The host, as listed, until the log's create names it (then the create's word counts). */
+    private listedHost: string | null = null,
   ) {
     this.log = new MemoryLog(crypto);
     this.monitor = new LogMonitor(crypto);
+    if (hostKeys instanceof Uint8Array) {
+      this.hostKey = hostKeys;
+      this.hostKeys = () => [hostKeys];
+    } else {
+      this.hostKeys = hostKeys;
+      this.hostKey = (listedHost === null ? undefined : hostKeys(listedHost)[0]) ?? new Uint8Array(32);
+    }
+  }
+
+  /** The topic's host: the create's, or the listed one before the create arrived. */
+  get host(): string | null {
+    return this._state?.host ?? this.listedHost;
   }
 
   get size(): number {
@@ -287,13 +321,22 @@ export class TopicMirror {
    * key for this topic, never older than the newest seen, and consistent with the mirror's own
    * log. One of a size the mirror has not reached is compared once its entries arrive.
    */
-  checkCheckpoint(cp: Checkpoint): void {
+  checkCheckpoint(cp: Checkpoint, o: { replica?: boolean } = {}): void {
     if (this._halted !== null) throw this._halted;
-    verifyCheckpoint(this.crypto, cp, this.hostKey, this.topicId);
+    this.verifyHostSignature(cp);
     if (this._state !== null && cp.origin !== this._state.host) {
       throw this.raise(new RendezvousError('log.bad_checkpoint', `checkpoint signed by ${cp.origin}, the topic is hosted by ${this._state.host}`));
     }
     const newest = this.pendingCheckpoint ?? this._checkpoint;
+    // A replica (the home server of a topic hosted elsewhere) may be behind a host checkpoint
+    // this device holds but has not reached (an acknowledgement signed by the host): a host
+    // checkpoint between the verified head and that one, signed before it, is no rollback. It
+    // must still belong to the log this device holds. Behind the verified head it still is one.
+    const pending = this.pendingCheckpoint;
+    if (o.replica === true && pending !== null && cp.size < pending.size && cp.size >= (this._checkpoint?.size ?? 0) && cp.timestamp <= pending.timestamp) {
+      if (this.contradicts(cp)) throw this.raise(new RendezvousError('log.fork', `the server's log of size ${cp.size} is not the one this device holds`));
+      return;
+    }
     if (newest !== null && cp.size < newest.size) {
       throw this.raise(new RendezvousError('log.rollback', `the server went back from ${newest.size} to ${cp.size} entries`));
     }
@@ -307,7 +350,41 @@ export class TopicMirror {
     this.compareCheckpoint(cp);
   }
 
+  /**
+   * Verifies a host checkpoint of this topic that came from elsewhere (a witness's cosignature,
+   * a fork report), without taking it as the mirror's head: signed by a pinned host key, of
+   * this topic, with `origin` the host. Throws (`log.bad_checkpoint`, `topic.wrong_topic`);
+   * never halts: such evidence is only as good as its signature.
+   */
+  verifyHostCheckpoint(cp: Checkpoint): void {
+    this.verifyHostSignature(cp);
+    const host = this.host;
+    if (host !== null && cp.origin !== host) throw new RendezvousError('log.bad_checkpoint', `checkpoint signed by ${cp.origin}, the topic is hosted by ${host}`);
+  }
+
+  /**
+   * Whether a verified host checkpoint cannot belong to the log this device holds: its root is
+   * not the mirror's own root at its size, or, past the entries held, it differs from the host
+   * checkpoint of that size the mirror is waiting to compare (protocol §11.2).
+   */
+  contradicts(cp: Pick<Checkpoint, 'size' | 'root'>): boolean {
+    if (cp.size <= this.log.size) return !equal(this.log.root(cp.size), cp.root);
+    const pending = this.pendingCheckpoint;
+    return pending !== null && pending.size === cp.size && !equal(pending.root, cp.root);
+  }
+
+  private verifyHostSignature(cp: Checkpoint): void {
+    if (!equal(cp.topicId, this.topicId)) throw new RendezvousError('topic.wrong_topic', 'checkpoint names another topic');
+    const host = this.host ?? cp.origin;
+    const key = this.hostKeys(host).find((k) => equal(serverKeyId(this.crypto, k), cp.keyId));
+    if (key === undefined) throw new RendezvousError('log.bad_checkpoint', `checkpoint is not signed by a key pinned for ${host}`);
+    verifyCheckpoint(this.crypto, cp, key, this.topicId);
+  }
+
   private compareCheckpoint(cp: Checkpoint): void {
+    if (this._state !== null && cp.origin !== this._state.host) {
+      throw this.raise(new RendezvousError('log.bad_checkpoint', `checkpoint signed by ${cp.origin}, the topic is hosted by ${this._state.host}`));
+    }
     if (!equal(this.log.root(cp.size), cp.root)) {
       throw this.raise(new RendezvousError('log.fork', `the server's log of size ${cp.size} is not the one it sent`));
     }
@@ -333,8 +410,9 @@ export class TopicMirror {
    * Updates go through the state machine again, which is cheap next to the messages, and every
    * leaf is hashed again, so the roots are the device's own computation.
    */
-  static restore(crypto: CryptoProvider, snap: MirrorSnapshot, pins: IdentityPins, myKeys: TopicKeyLookup): TopicMirror {
-    const m = new TopicMirror(crypto, snap.topicId, snap.hostKey, pins, myKeys);
+  static restore(crypto: CryptoProvider, snap: MirrorSnapshot, pins: IdentityPins, myKeys: TopicKeyLookup, hostKeys?: HostKeyLookup): TopicMirror {
+    const m = new TopicMirror(crypto, snap.topicId, hostKeys ?? snap.hostKey, pins, myKeys);
+    m.hostKey = snap.hostKey;
     const rejected = new Map(snap.rejected.map((r) => [r.index, r.code]));
     const trustPinned: IdentityPins = { check: () => {} };
     snap.entries.forEach((bytes, index) => {

@@ -48,7 +48,7 @@ import {
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import type { RunningServer } from '@rendezvous/server';
 import { ADMIN_TOKEN, issuePin, overHttp, socketServer } from '../../server/test/helpers.ts';
-import { ServerApi, type EventBatch, type ServerApiOptions, type WebSocketLike } from '../src/api.ts';
+import { ServerApi, isPending, type Appended, type EventBatch, type Pending, type ServerApiOptions, type WebSocketLike } from '../src/api.ts';
 import { NodeWebSocket } from '../src/node/ws.ts';
 
 const random = (n: number) => new Uint8Array(randomBytes(n));
@@ -176,6 +176,12 @@ function fakeFetch(match: (url: string, init?: RequestInit) => boolean, answer: 
   );
   return f;
 }
+/** A 201 answer of a submission (a local topic never answers 202 pending). */
+function appended<T extends object>(r: T | (Pending & { clientId: string; replayed: boolean })): T {
+  if ('pending' in r) assert.fail('a topic of this server is never pending');
+  return r as T;
+}
+
 const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
   new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json', ...headers } });
 
@@ -275,7 +281,7 @@ describe('topics, logs and events', () => {
     const start = (await bob.api.events(0)).cursor;
     const topic = await Topic.create([[alice, 'admin'], [bob, 'participant']]);
     const hello = topic.message(bob, 'hello');
-    const m = await bob.api.postMessage(topic.id, hello);
+    const m = appended(await bob.api.postMessage(topic.id, hello));
     assert.deepEqual([m.index, m.size, m.replayed], [1, 2, false]);
     await topic.sync(bob.api);
     assert.equal(topic.log.size, 2);
@@ -326,7 +332,7 @@ describe('topics, logs and events', () => {
       return res;
     };
     const a = api({ fetch: flaky, token: alice.api.token });
-    const r = await a.postMessage(topic.id, topic.message(alice, 'once'));
+    const r = appended(await a.postMessage(topic.id, topic.message(alice, 'once')));
     assert.equal(keys.length, 2);
     assert.equal(keys[0], keys[1], 'the retry carries the same Idempotency-Key');
     assert.equal(r.clientId, keys[0]);
@@ -380,6 +386,28 @@ describe('errors', () => {
     assert.equal(long.calls, 1, 'not retried: Retry-After is beyond maxRetryAfterMs');
   });
 
+  it('reads 202 pending for posts and updates (a topic whose host is unreachable), and the federation fields of a topic', async () => {
+    const pending = fakeFetch(() => true, () => json(202, { pending: true }));
+    const m = await api({ fetch: pending, token: 't' }).postMessage(random(16), random(8), { clientId: 'pending-1' });
+    assert.deepEqual(m, { pending: true, clientId: 'pending-1', replayed: false });
+    assert.equal(isPending(m as Appended | Pending), true);
+    const u = await api({ fetch: pending, token: 't' }).postUpdate(random(16), random(8));
+    assert.equal('pending' in u && u.pending, true);
+    const keys = fakeFetch(() => true, () => json(200, { server: 'beta.test', keys: [{ publicKey: toBase64url(new Uint8Array(32).fill(9)), keyId: toBase64url(new Uint8Array(8).fill(1)) }] }));
+    const k = await api({ fetch: keys, token: 't' }).serverKeys('beta.test');
+    assert.equal(k.server, 'beta.test');
+    assert.deepEqual(k.keys[0]!.keyId, new Uint8Array(8).fill(1));
+    const summary = { topicId: toBase64url(random(16)), host: 'alpha.test', size: 3, checkpoint: 'AA', history: 'shared', epoch: 0, epochStartSize: 1, members: [] };
+    const old = await api({ fetch: fakeFetch(() => true, () => json(200, summary)), token: 't' }).getTopic(random(16));
+    assert.deepEqual([old.witnesses, old.forks], [[], []], 'absent on an older server: empty');
+    const fed = await api({
+      fetch: fakeFetch(() => true, () => json(200, { ...summary, witnesses: ['AQID'], forks: [{ kind: 'rollback', server: 'beta.test', checkpoints: ['BAUG'], detail: '', detectedAt: 5 }] })),
+      token: 't',
+    }).getTopic(random(16));
+    assert.deepEqual(fed.witnesses, [new Uint8Array([1, 2, 3])]);
+    assert.deepEqual(fed.forks, [{ kind: 'rollback', server: 'beta.test', checkpoints: [new Uint8Array([4, 5, 6])], detail: '', detectedAt: 5 }]);
+  });
+
   it('refuses malformed answers with encoding.bad_value', async () => {
     const answers: [() => Promise<unknown>, unknown][] = [
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { server: 'x', publicKey: toBase64url(random(31)), apiVersion: 1, version: 'v' })) }).wellKnown(), 'publicKey'],
@@ -390,6 +418,9 @@ describe('errors', () => {
       [() => api({ fetch: fakeFetch(() => true, () => json(201, { index: 3, size: 2, checkpoint: 'AA' })), token: 't' }).postMessage(random(16), random(8)), 'index'],
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { events: [{ seq: 5, kind: 'entry', topicId: toBase64url(random(16)), index: 0, type: 'message', entry: 'AA' }, { seq: 4, kind: 'bundle' }], cursor: 5, checkpoints: {} })), token: 't' }).events(0), 'seq'],
       [() => api({ fetch: fakeFetch(() => true, () => json(200, { events: [], cursor: 1, checkpoints: { short: 'AA' } })), token: 't' }).events(0), 'checkpoints'],
+      [() => api({ fetch: fakeFetch(() => true, () => json(202, { pending: false })), token: 't' }).postMessage(random(16), random(8)), 'pending'],
+      [() => api({ fetch: fakeFetch(() => true, () => json(202, { pending: true })), token: 't' }).createTopic(random(8)), 'size'],
+      [() => api({ fetch: fakeFetch(() => true, () => json(200, { server: 'x.test', keys: [{ publicKey: toBase64url(random(32)), keyId: toBase64url(random(7)) }] })), token: 't' }).serverKeys('x.test'), 'keyId'],
     ];
     for (const [call, field] of answers) {
       const e = await expectCode(call(), 'encoding.bad_value');
@@ -443,7 +474,7 @@ describe('live delivery', () => {
       assert.deepEqual(l.got.ready, { user: bob.user, deviceId: bob.devices[0]!.id, cursor });
       assert.deepEqual(opened, [{ headers: { authorization: `Bearer ${bob.api.token}` } }]);
       assert.deepEqual(frames, [], 'no auth frame: the upgrade carried the token');
-      const m = await alice.api.postMessage(topic.id, topic.message(alice, 'live'));
+      const m = appended(await alice.api.postMessage(topic.id, topic.message(alice, 'live')));
       await l.until(() => hasEntry(l.got.batches, topic, m.index));
       const e = l.got.batches.flatMap((b) => b.events).find((x) => x.kind === 'entry' && x.index === m.index)!;
       assert.ok(e.kind === 'entry' && e.type === 'message' && e.entry instanceof Uint8Array && decodeLogEntry(e.entry).type === 'message', 'decoded entry bytes');
@@ -475,7 +506,7 @@ describe('live delivery', () => {
     try {
       await l.until(() => l.got.ready !== null);
       assert.deepEqual(JSON.parse(sent[0]!), { type: 'auth', token: carol.api.token });
-      const m = await alice.api.postMessage(topic.id, topic.message(alice, 'to the observer'));
+      const m = appended(await alice.api.postMessage(topic.id, topic.message(alice, 'to the observer')));
       await l.until(() => hasEntry(l.got.batches, topic, m.index));
     } finally {
       l.conn.close();

@@ -140,18 +140,18 @@ describe('sending and fetching files', () => {
       assert.equal(stored.length, encryptedFileSize(size));
       assert.equal(createHash('sha256').update(stored).digest('base64url'), r.blobId);
 
-      const info = await fileInfo(bob, topic, r.index);
+      const info = await fileInfo(bob, topic, r.index!);
       assert.deepEqual({ name: info.name, size: info.size, blobId: info.blobId, sender: info.sender }, { name: `f-${size}.bin`, size, blobId: r.blobId, sender: alice.user });
 
       const got: FileProgress[] = [];
       const { stream, state } = collector();
-      const f = await fetchFile(bob, topic, r.index, stream, { crypto, onProgress: (p) => void got.push({ ...p }) });
+      const f = await fetchFile(bob, topic, r.index!, stream, { crypto, onProgress: (p) => void got.push({ ...p }) });
       assert.equal(f.data, undefined, 'with a sink, nothing is returned whole');
       assert.ok(state.closed && state.aborted === null, 'the sink is closed after a verified transfer');
       assert.ok(state.bytes().equals(data), 'the receiver gets byte-identical data');
       checkProgress(got, { downloading: encryptedFileSize(size) });
 
-      const whole = await fetchFile(bob, topic, r.index, undefined, { crypto });
+      const whole = await fetchFile(bob, topic, r.index!, undefined, { crypto });
       assert.ok(Buffer.from(whole.data!).equals(data), 'without a sink, the whole file is returned');
     });
   }
@@ -160,7 +160,7 @@ describe('sending and fetching files', () => {
     const data = pattern(FILE_CHUNK_SIZE * 2 + 5, 99);
     const r = await sendFile(alice, topic, data, { name: 'noble.bin', mediaType: 'application/x-test' });
     await bob.sync();
-    const f = await fetchFile(bob, topic, r.index, undefined, { crypto });
+    const f = await fetchFile(bob, topic, r.index!, undefined, { crypto });
     assert.equal(f.mediaType, 'application/x-test');
     assert.ok(Buffer.from(f.data!).equals(data), 'same plaintext');
   });
@@ -182,9 +182,9 @@ describe('sending and fetching files', () => {
   });
 
   it('rejects a file that is not a file message, or not there', async () => {
-    const text = await alice.send(topic, { text: 'not a file' });
+    const { index: text } = await alice.send(topic, { text: 'not a file' });
     await bob.sync();
-    await rejects(fetchFile(bob, topic, text), 'request.bad_field');
+    await rejects(fetchFile(bob, topic, text!), 'request.bad_field');
     await rejects(fetchFile(bob, topic, 0), 'request.bad_field'); // the topic's creation
     await rejects(fetchFile(bob, topic, 1_000_000), 'request.bad_field');
   });
@@ -198,7 +198,7 @@ describe('a blob that does not match its FileRef', () => {
 
   before(async () => {
     const r = await sendFile(alice, topic, data, { name: 'victim.bin', crypto });
-    index = r.index;
+    index = r.index!;
     blobId = r.blobId;
     await bob.sync();
   });
@@ -257,7 +257,7 @@ describe('a blob that does not match its FileRef', () => {
 
   it('blames the sender (crypto.decrypt_failed) when the blob is the one uploaded but the key is wrong', async () => {
     const ref = { blobId: fromBase64url(blobId), key: pattern(32, 77), size, mediaType: 'application/octet-stream', name: 'wrong-key.bin' };
-    const i = await alice.postContent(topic, { type: 'file', body: encodeFileRef(ref) });
+    const i = (await alice.postContent(topic, { type: 'file', body: encodeFileRef(ref) })).index!;
     await bob.sync();
     await refused('crypto.decrypt_failed', i);
     const parts: Uint8Array[] = [];
@@ -315,7 +315,7 @@ describe('memory', () => {
     await fetchFile(
       bob,
       topic,
-      r.index,
+      r.index!,
       (c) => {
         written += c.length;
         lag = Math.max(lag, received - written);

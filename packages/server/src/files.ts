@@ -9,9 +9,10 @@
  * deletion removes the rows, then the files. Both take the blob's lock for their file-and-row
  * step, so a crash or race can leave at worst an orphan file, never a row without its file.
  */
-import { RendezvousError, equal, isRendezvousError, plaintextFileSize, toHex } from '@rendezvous/protocol';
+import { RendezvousError, equal, isRendezvousError, parseUserId, plaintextFileSize, toHex } from '@rendezvous/protocol';
 import type { Caller } from './accounts.ts';
 import type { Context } from './context.ts';
+import { forwardDownload, forwardUpload } from './federation/files.ts';
 import type { MemberRow } from './storage/store.ts';
 
 /** The caller's role in the topic: `topic.unknown`, `topic.not_member` otherwise. */
@@ -20,6 +21,12 @@ async function roleIn(ctx: Context, topicId: Uint8Array, user: string): Promise<
   const m = (await ctx.store.getMembers(topicId)).find((x) => x.user === user);
   if (m === undefined) throw new RendezvousError('topic.not_member');
   return m.role;
+}
+
+/** The host of a topic this server holds as a replica, or null for a topic hosted here. */
+async function hostElsewhere(ctx: Context, topicId: Uint8Array): Promise<string | null> {
+  const row = await ctx.store.getTopic(topicId);
+  return row !== null && row.host !== ctx.name ? row.host : null;
 }
 
 function badBlob(message: string): RendezvousError {
@@ -59,14 +66,12 @@ export async function upload(
   declaredLength?: number,
 ): Promise<UploadResult> {
   ctx.rate.take('write', caller.deviceId);
-  const topic = await ctx.store.getTopic(topicId);
-  if (topic !== null && topic.host !== ctx.name) {
-    // Files live on the topic's host; uploading through a member server (protocol §17) is not built yet.
-    throw new RendezvousError('topic.wrong_host', `files of this topic are kept by its host ${topic.host}; uploading from another server is not supported yet`);
-  }
   if ((await roleIn(ctx, topicId, caller.user)) === 'observer') {
     throw new RendezvousError('topic.read_only', 'observers cannot upload files');
   }
+  // A topic hosted elsewhere keeps its files on its host (protocol §17.3): passed through.
+  const host = await hostElsewhere(ctx, topicId);
+  if (host !== null) return forwardUpload(ctx, host, caller, topicId, expectedBlobId, body, declaredLength);
   const maxBlob = ctx.limits.maxBlobBytes;
   // A re-upload of a blob the topic has charges nobody, so only new blobs count against quota.
   const existing = await ctx.store.getBlob(topicId, expectedBlobId);
@@ -100,7 +105,7 @@ export async function upload(
     try {
       await staged.commit();
       const row = { topicId, blobId, size, user: caller.user, deviceId: caller.deviceId, createdAt: ctx.now() };
-      return await ctx.store.putBlob(row, ctx.limits.blobBytesPerUser);
+      return await ctx.store.putBlob(row, ctx.limits.blobBytesPerUser, parseUserId(caller.user).server !== ctx.name);
     } catch (e) {
       try {
         await staged.discard();
@@ -119,6 +124,12 @@ export async function upload(
 /** The blob's size if the caller, a current member of the topic (any role), may read it. */
 export async function stat(ctx: Context, caller: Caller, topicId: Uint8Array, blobId: Uint8Array): Promise<{ size: number }> {
   await roleIn(ctx, topicId, caller.user);
+  const host = await hostElsewhere(ctx, topicId);
+  if (host !== null) {
+    const { size, stream } = await forwardDownload(ctx, host, caller, topicId, blobId);
+    await stream.cancel();
+    return { size };
+  }
   const row = await ctx.store.getBlob(topicId, blobId);
   if (row === null) throw new RendezvousError('blob.unknown');
   return { size: row.size };
@@ -131,6 +142,11 @@ export async function download(
   topicId: Uint8Array,
   blobId: Uint8Array,
 ): Promise<{ size: number; stream: ReadableStream<Uint8Array> }> {
+  const host = await hostElsewhere(ctx, topicId);
+  if (host !== null) {
+    await roleIn(ctx, topicId, caller.user);
+    return forwardDownload(ctx, host, caller, topicId, blobId);
+  }
   const { size } = await stat(ctx, caller, topicId, blobId);
   const file = await ctx.blobs.open(topicId, blobId);
   if (file === null || file.size !== size) {

@@ -18,6 +18,8 @@ import {
   decodeCosignature,
   encodeMessage,
   equal,
+  openFile,
+  sealFile,
   fromBase64url,
   toBase64url,
   verifyCheckpoint,
@@ -197,6 +199,39 @@ describe('federation: three servers, one topic', () => {
       service.closeAllConnections();
       await new Promise((r) => service.close(r));
     }
+  });
+
+  it('files of a topic are kept by its host: uploaded and fetched through the members’ own servers', async () => {
+    const key = new Uint8Array(randomBytes(32));
+    const plain = new Uint8Array(randomBytes(150_000));
+    const blob = sealFile(crypto, key, plain);
+    const blobId = crypto.sha256(blob);
+    const path = `${topic.path}/blobs/${toBase64url(blobId)}`;
+    const up = await fetch(beta.server.url + path, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token(bob)}`, 'content-type': 'application/octet-stream' },
+      body: Buffer.from(blob),
+    });
+    assert.equal(up.status, 201, await up.clone().text());
+    assert.deepEqual(await up.json(), { blobId: toBase64url(blobId), size: blob.length });
+    assert.equal((await alpha.server.ctx.store.getBlob(topic.id, blobId))?.user, bob.user, 'the host keeps it, charged to bob');
+    for (const [u, n] of [[alice, alpha], [carol, gamma], [bob, beta]] as const) {
+      const down = await fetch(n.server.url + path, { headers: { authorization: `Bearer ${token(u)}` } });
+      assert.equal(down.status, 200, `${u.user} through ${n.name}`);
+      assert.deepEqual(openFile(crypto, key, new Uint8Array(await down.arrayBuffer())), plain);
+    }
+    // A new blob whose bytes do not hash to its id is refused by the host, and nothing is kept.
+    const other = sealFile(crypto, key, new Uint8Array(randomBytes(1000)));
+    const claimed = crypto.sha256(other);
+    other[100] = other[100]! ^ 1;
+    const forged = await fetch(`${beta.server.url}${topic.path}/blobs/${toBase64url(claimed)}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token(bob)}`, 'content-type': 'application/octet-stream' },
+      body: Buffer.from(other),
+    });
+    assert.equal(forged.status, 400);
+    assert.equal(((await forged.json()) as { error: { code: string } }).error.code, 'file.bad_blob');
+    assert.equal(await alpha.server.ctx.store.getBlob(topic.id, claimed), null);
   });
 
   it('member servers witness the host checkpoints; the host and each server serve the cosignatures', async () => {
@@ -383,5 +418,29 @@ describe('federation: a host that forks a topic', () => {
     // The host itself recorded the witness that disagrees with its log.
     const onAlpha = await call(alpha.t, 'GET', forked.path, undefined, token(alice));
     assert.equal(onAlpha.body.forks[0].server, 'gamma.test');
+  });
+});
+
+describe('federation: a host that goes back', () => {
+  it('a delivery ending before the head the host already showed is a rollback: recorded, refused', async () => {
+    const t3 = await ScriptedTopic.create(alpha.t, 'alpha.test', alphaKey, [
+      { user: alice, role: 'admin' },
+      { user: bob, role: 'participant' },
+    ]);
+    for (const text of ['one', 'two']) assert.equal((await t3.post(alice, t3.message(alice, text))).status, 201);
+    await summaryAt(bob, beta, t3.id, 3);
+    // What a host restored from an old backup would send: its log of two entries.
+    const old = await alpha.server.ctx.store.getEntries(t3.id, 0, 2);
+    const r = await signedPost(alpha, beta, `/v1/federation/topics/${toBase64url(t3.id)}/entries`, {
+      entries: old.map((e) => ({ index: e.index, entry: toBase64url(e.entry) })),
+      checkpoint: toBase64url(old[1]!.checkpoint!),
+    });
+    assert.equal(r.status, 409);
+    assert.equal(r.body.error.code, 'log.rollback');
+    const s = await call(beta.t, 'GET', t3.path, undefined, token(bob));
+    assert.equal(s.body.forks.length, 1);
+    assert.equal(s.body.forks[0].kind, 'rollback');
+    const sizes = (s.body.forks[0].checkpoints as string[]).map((c) => decodeCheckpoint(fromBase64url(c)).size);
+    assert.deepEqual(sizes, [3, 2], 'the evidence: the head the host showed, and the smaller one it showed later');
   });
 });

@@ -32,12 +32,16 @@ export interface StartOptions {
   rates?: Record<string, readonly [number, number]>;
   /** Extra environment. */
   env?: Record<string, string>;
+  /** Server name (`--name`), e.g. `alpha.test`; default `localhost:PORT`. */
+  name?: string;
+  /** Extra config-file keys (e.g. `federation`), written beside `rates`. */
+  config?: Record<string, unknown>;
 }
 
 export interface ServerProcess {
   url: string;
   port: number;
-  /** The server name (`localhost:PORT`): fixed for the life of the data directory. */
+  /** The server name (`localhost:PORT` unless `StartOptions.name`): fixed for the life of the data directory. */
   name: string;
   dataDir: string;
   adminToken: string;
@@ -108,11 +112,11 @@ function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
  */
 export async function start(dataDir: string, port?: number, opts: StartOptions = {}): Promise<ServerProcess> {
   port ??= await freePort();
-  const name = `localhost:${port}`;
+  const name = opts.name ?? `localhost:${port}`;
   const adminToken = opts.adminToken ?? DEFAULT_ADMIN_TOKEN;
   const configDir = tempDir('rendezvous-config-');
   const config = join(configDir, 'config.json');
-  writeFileSync(config, JSON.stringify({ rates: opts.rates ?? TEST_RATES }));
+  writeFileSync(config, JSON.stringify({ ...opts.config, rates: opts.rates ?? TEST_RATES }));
   const args = [BIN, 'serve', '--data', dataDir, '--port', String(port), '--name', name, '--config', config];
   args.push('--log-level', opts.logLevel ?? 'info');
   const proc = spawn(process.execPath, args, {

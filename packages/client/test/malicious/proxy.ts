@@ -33,7 +33,7 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 
-export type Route = 'entries' | 'events' | 'devices' | 'bundles' | 'claim' | 'message' | 'update' | 'session' | 'other';
+export type Route = 'entries' | 'events' | 'devices' | 'bundles' | 'claim' | 'message' | 'update' | 'session' | 'topics' | 'topic' | 'servers' | 'other';
 
 /** A request as hooks see it. `user` is the caller (null before it has a session). */
 export interface ProxyRequest {
@@ -44,7 +44,7 @@ export interface ProxyRequest {
   user: string | null;
   /** The topic (base64url id) of a topic route. */
   topic?: string;
-  /** The user whose topic key is claimed. */
+  /** The user whose topic key is claimed, or the server whose keys are asked for (`servers`). */
   target?: string;
   body: Buffer;
 }
@@ -58,6 +58,8 @@ export interface Hooks {
   rewrite?(req: ProxyRequest, body: any): any;
   /** Answers without forwarding; undefined to forward. */
   intercept?(req: ProxyRequest): { status: number; body: unknown } | undefined;
+  /** Replaces the status of a forwarded 2xx (after `rewrite`), e.g. 202 for a post the server did append. */
+  status?(req: ProxyRequest, body: any): number | undefined;
 }
 
 /** Signs what the server's key can sign: checkpoints over any list of entries. */
@@ -90,6 +92,9 @@ const ROUTES: [Route, string, RegExp][] = [
   ['message', 'POST', /^\/v1\/topics\/([^/]+)\/messages$/],
   ['update', 'POST', /^\/v1\/topics\/([^/]+)\/updates$/],
   ['session', 'POST', /^\/v1\/auth\/session$/],
+  ['topics', 'GET', /^\/v1\/topics$/],
+  ['topic', 'GET', /^\/v1\/topics\/([^/]+)$/],
+  ['servers', 'GET', /^\/v1\/servers\/([^/]+)$/],
 ];
 
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'upgrade']);
@@ -181,7 +186,7 @@ export class MaliciousProxy {
 
     const body = await readAll(req);
     const r: ProxyRequest = { method: req.method!, route, path: url.pathname, query: url.searchParams, user, body };
-    if (route === 'claim') r.target = param;
+    if (route === 'claim' || route === 'servers') r.target = param;
     else if (param !== undefined) r.topic = param;
 
     const own = hooks?.intercept?.(r);
@@ -203,7 +208,9 @@ export class MaliciousProxy {
       this.fire(user);
       json = rewritten;
     }
-    return send(res, answer.status, answer.headers, json);
+    const status = hooks?.status?.(r, json);
+    if (status !== undefined) this.fire(user);
+    return send(res, status ?? answer.status, answer.headers, json);
   }
 
   /** An entries page from the hook's history, with a checkpoint over that history. */

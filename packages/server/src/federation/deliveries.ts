@@ -205,7 +205,9 @@ export class Deliveries {
     if (res.status >= 400) {
       this.ctx.log.warn({ destination: row.destination, kind: row.kind, status: res.status, error: res.body.error }, 'federation: refused by the destination');
     }
-    await this.ctx.store.completeOutbox(row.id, p.answer === undefined ? undefined : { ...p.answer, response: responseJson(outcome) });
+    // A cosignature row may have been replaced by a newer one while this one was in flight: the
+    // store then keeps it (the payload differs) and the next round sends the newer one.
+    await this.ctx.store.completeOutbox(row.id, p.answer === undefined ? undefined : { ...p.answer, response: responseJson(outcome) }, row.payload);
     this.waiters.get(row.id)?.resolve(outcome);
   }
 }

@@ -11,6 +11,7 @@
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
+import { Readable } from 'node:stream';
 import {
   FEDERATION_NONCE_SIZE,
   KEY_ID_SIZE,
@@ -253,6 +254,75 @@ export class Federation {
     return this.send(destination, method, path, headers, body === undefined ? null : bytes, FEDERATION_LIMITS.maxAnswerBytes);
   }
 
+  /**
+   * A signed request whose body and answer are streamed (file blobs): `bodyHash` is the
+   * SHA-256 the body will have (a blob's id). Resolves with the answer's status, headers and
+   * body stream as soon as the headers arrive; the connection may idle at most `timeoutMs`.
+   */
+  async stream(
+    destination: string,
+    method: 'GET' | 'PUT',
+    path: string,
+    body: { hash: Uint8Array; stream: ReadableStream<Uint8Array> | null; length?: number } | null,
+  ): Promise<{ status: number; headers: IncomingMessage['headers']; body: ReadableStream<Uint8Array> }> {
+    if (destination === this.ctx.name) throw new Error(`federation: a request to this server itself (${method} ${path})`);
+    const base = this.baseUrl(destination);
+    const url = new URL(pathAsSent(base, path), base);
+    const { request, signature } = signFederationRequest(this.ctx.crypto, this.ctx.serverSeed, {
+      origin: this.ctx.name,
+      destination,
+      method,
+      path: url.pathname + url.search,
+      timestamp: this.ctx.now(),
+      nonce: this.ctx.random(FEDERATION_NONCE_SIZE),
+      bodyHash: body?.hash ?? this.ctx.crypto.sha256(new Uint8Array(0)),
+    });
+    const headers: Record<string, string> = {
+      [FEDERATION_HEADERS.origin]: request.origin,
+      [FEDERATION_HEADERS.destination]: request.destination,
+      [FEDERATION_HEADERS.time]: String(request.timestamp),
+      [FEDERATION_HEADERS.nonce]: toBase64url(request.nonce),
+      [FEDERATION_HEADERS.keyId]: toBase64url(request.keyId),
+      [FEDERATION_HEADERS.signature]: toBase64url(signature),
+    };
+    if (body !== null) headers['content-type'] = 'application/octet-stream';
+    if (body?.length !== undefined) headers['content-length'] = String(body.length);
+    const peer = this.options.peers[destination] !== undefined;
+    const guard = !peer && !this.options.allowPrivate;
+    const host = hostOf(url);
+    if (guard && isIP(host) !== 0 && isNonPublicAddress(host)) throw new RendezvousError('federation.bad_address', `${destination} is a non-public address`);
+    const timeoutMs = this.options.timeoutMs;
+    const unreachable = (why: string) => new RendezvousError('federation.unreachable', `${destination}: ${why}`);
+    return new Promise((resolve, reject) => {
+      const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
+        {
+          hostname: host,
+          port: url.port === '' ? undefined : Number(url.port),
+          path: url.pathname + url.search,
+          method,
+          headers,
+          lookup: guard ? (publicLookup as RequestOptions['lookup']) : undefined,
+          timeout: timeoutMs,
+        },
+        (res) => {
+          res.setTimeout(timeoutMs, () => res.destroy(unreachable(`no data for ${timeoutMs} ms`)));
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Readable.toWeb(res) as ReadableStream<Uint8Array> });
+        },
+      );
+      req.on('timeout', () => req.destroy(unreachable(`no data for ${timeoutMs} ms`)));
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        if (e instanceof RendezvousError) reject(e);
+        else if (e.code === PRIVATE_ADDRESS_CODE) reject(new RendezvousError('federation.bad_address', `${destination} resolves to a non-public address`));
+        else reject(unreachable(describe(e)));
+      });
+      if (body?.stream) {
+        Readable.fromWeb(body.stream as import('node:stream/web').ReadableStream<Uint8Array>)
+          .on('error', (e) => req.destroy(e))
+          .pipe(req);
+      } else req.end();
+    });
+  }
+
   /** One HTTP exchange with `server`: its base URL, SSRF rules, no redirects, timeout, answer cap. */
   private send(
     server: string,
@@ -329,6 +399,25 @@ export class Federation {
    * `maxBody` is the endpoint's cap. The origin's contact listeners run after it passed.
    */
   async authenticate(req: Request, maxBody: number): Promise<{ origin: string; body: Uint8Array }> {
+    let body: Uint8Array = new Uint8Array(0);
+    const origin = await this.check(req, async () => {
+      body = await readBody(req, maxBody, this.ctx.limits.bodyTimeoutMs);
+      return this.ctx.crypto.sha256(body);
+    });
+    return { origin, body };
+  }
+
+  /**
+   * `authenticate` for a request whose body is streamed on afterwards (a file blob): the
+   * signature is checked over `bodyHash`, which the caller MUST then hold the streamed bytes to
+   * (for a blob, its id: the blob store refuses bytes whose SHA-256 is not the blob id).
+   */
+  async authenticateStreamed(req: Request, bodyHash: Uint8Array): Promise<{ origin: string }> {
+    return { origin: await this.check(req, async () => bodyHash) };
+  }
+
+  /** The checks of §17.2 in order; `body` reads (or names) the body and returns its hash (rule 4). */
+  private async check(req: Request, body: () => Promise<Uint8Array>): Promise<string> {
     // 1. headers
     const h = (name: string) => req.headers.get(name);
     const origin = h(FEDERATION_HEADERS.origin);
@@ -359,7 +448,7 @@ export class Federation {
     // 3. rate per claimed origin
     this.ctx.rate.take('federation', origin);
     // 4. body cap
-    const body = await readBody(req, maxBody, this.ctx.limits.bodyTimeoutMs);
+    const bodyHash = await body();
     // 5. destination
     if (destination !== this.ctx.name) {
       throw new RendezvousError('federation.wrong_destination', `this is ${this.ctx.name}, not ${destination}`);
@@ -373,7 +462,7 @@ export class Federation {
     // 7. the origin's key
     const publicKey = await this.keyFor(origin, keyId);
     // 8. signature, body hash included
-    const r: FederationRequest = { origin, destination, method: req.method, path, timestamp, nonce, bodyHash: this.ctx.crypto.sha256(body), keyId };
+    const r: FederationRequest = { origin, destination, method: req.method, path, timestamp, nonce, bodyHash, keyId };
     verifyFederationRequest(this.ctx.crypto, r, signature, publicKey);
     // 9. replay
     this.recordNonce(origin, nonce, now);
@@ -384,7 +473,7 @@ export class Federation {
         this.ctx.log.warn({ err, origin }, 'federation: contact listener failed');
       }
     }
-    return { origin, body };
+    return origin;
   }
 
   private recordNonce(origin: string, nonce: Uint8Array, now: number): void {

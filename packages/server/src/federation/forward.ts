@@ -21,6 +21,7 @@ import {
   fromBase64url,
   parseUserId,
   toBase64url,
+  toHex,
   verifyTopicKey,
   type ErrorCode,
 } from '@rendezvous/protocol';
@@ -139,7 +140,8 @@ export async function forwardSubmission(
   encoded: Uint8Array,
   validate: (t: LoadedTopic) => Promise<void> | void,
 ): Promise<Outcome> {
-  return once(ctx, caller, sub, async () => {
+  const started = ctx.now();
+  const outcome = await once(ctx, caller, sub, async () => {
     const t = await loadTopic(ctx, topicId);
     await validate(t);
     const host = t.state.host;
@@ -161,6 +163,38 @@ export async function forwardSubmission(
     const answer = d.waitFor(host, id, FORWARD_WAIT_MS);
     d.wake(host);
     return (await answer) ?? PENDING;
+  });
+  // The host's acknowledgement names a log size; the device reads the log from this server's
+  // replica, which the host updates right after it answered. Answer once the replica holds the
+  // entry, so a device never sees its acknowledged head ahead of what it can read (it would
+  // look like a rollback); if the replica is slower than that, the device is told "pending"
+  // and finds its entry in the log later (a retry replays the acknowledgement).
+  const size = outcome.status === 201 ? outcome.body.size : undefined;
+  if (typeof size !== 'number') return outcome;
+  const left = Math.max(FORWARD_WAIT_MS - (ctx.now() - started), 1_000);
+  return (await replicaReaches(ctx, topicId, size, left)) ? outcome : PENDING;
+}
+
+/** Whether this server's copy of the topic reaches `size` entries within `ms`. */
+async function replicaReaches(ctx: Context, topicId: Uint8Array, size: number, ms: number): Promise<boolean> {
+  const reached = async () => ((await ctx.store.getTopic(topicId))?.size ?? 0) >= size;
+  if (await reached()) return true;
+  const key = toHex(topicId);
+  return new Promise<boolean>((resolve) => {
+    let done = false;
+    const finish = (v: boolean) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      off();
+      resolve(v);
+    };
+    const timer = setTimeout(() => finish(false), ms);
+    const off = ctx.events.on((e) => {
+      if (e.kind === 'entry' && e.topicId === key) void reached().then((ok) => ok && finish(true), () => undefined);
+    });
+    // An append may have landed between the first look and the subscription.
+    void reached().then((ok) => ok && finish(true), () => undefined);
   });
 }
 

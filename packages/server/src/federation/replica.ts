@@ -243,7 +243,14 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
     // 4. The checkpoint is of the log this delivery ends.
     if (cp.size !== newSize) throw new RendezvousError('log.bad_checkpoint', `checkpoint of ${cp.size} entries for a delivery ending at ${newSize}`);
     if (fresh.length === 0) {
-      // A redelivery: nothing to store, but its checkpoint must still be of this log.
+      // A redelivery ends at the head it ended at before, at the latest: a host that delivers
+      // up to a smaller head than one it already showed this server went back (a restore of
+      // an old backup, or a host hiding entries), and whatever it appends next forks the log.
+      if (cp.size < size) {
+        await recordFork(ctx, topicId, 'rollback', origin, [row!.checkpoint, d.checkpoint], `the host went back from ${size} to ${cp.size} entries`);
+        throw new RendezvousError('log.rollback', `this server holds ${size} entries; the host's head is ${cp.size}`);
+      }
+      // Nothing to store, but its checkpoint must still be of this log.
       await compareWithOwnLog(ctx, topicId, origin, cp, d.checkpoint);
       return { size, cosignature: await cosign(ctx, topicId, d.checkpoint) };
     }

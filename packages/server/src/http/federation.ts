@@ -4,7 +4,9 @@
  * calls the federation domain functions. Answers and errors have the shapes of the client API.
  */
 import type { Hono } from 'hono';
-import { MAX_ENTRY_BODY, RendezvousError, TOPIC_ID_SIZE, fromBase64url } from '@rendezvous/protocol';
+import { MAX_ENTRY_BODY, RendezvousError, TOPIC_ID_SIZE, fromBase64url, parseUserId, toBase64url } from '@rendezvous/protocol';
+import type { Caller } from '../accounts.ts';
+import * as files from '../files.ts';
 import type { Context } from '../context.ts';
 import { serveClaim, serveIdentity, serveSubmission } from '../federation/forward.ts';
 import { receiveCosignature, receiveEntries } from '../federation/replica.ts';
@@ -45,6 +47,29 @@ function topicIdOf(v: string | undefined): Uint8Array {
   return id;
 }
 
+function blobIdOf(v: string | undefined): Uint8Array {
+  let id: Uint8Array | undefined;
+  try {
+    id = v === undefined ? undefined : fromBase64url(v);
+  } catch {
+    id = undefined;
+  }
+  if (id?.length !== 32) throw new RendezvousError('request.bad_field', 'blobId: expected 32 bytes of base64url', { field: 'blobId' });
+  return id;
+}
+
+/** The origin's user named by a file request, as a caller of a topic hosted here. */
+async function remoteMember(ctx: Context, origin: string, topicId: Uint8Array, user: string | undefined, device: string | undefined): Promise<Caller> {
+  if (user === undefined || device === undefined || !/^[A-Za-z0-9_-]{1,64}$/.test(device)) {
+    throw new RendezvousError('request.bad_field', 'user and device are required', { field: 'user' });
+  }
+  if (parseUserId(user).server !== origin) throw new RendezvousError('federation.forbidden', `${origin} does not speak for ${user}`);
+  const row = await ctx.store.getTopic(topicId);
+  if (row === null) throw new RendezvousError('topic.unknown');
+  if (row.host !== ctx.name) throw new RendezvousError('federation.forbidden', `${ctx.name} does not host this topic`);
+  return { user, deviceId: `${origin}/${device}`, tokenHash: new Uint8Array(0) };
+}
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function registerFederationRoutes(app: Hono<any>, ctx: Context): void {
   app.get('/v1/federation/users/:user', async (c) => {
@@ -77,6 +102,26 @@ export function registerFederationRoutes(app: Hono<any>, ctx: Context): void {
     const o = await serveSubmission(ctx, origin, topicId, json(body));
     if (o.replayed) c.header('idempotent-replayed', 'true');
     return c.json(o.body, o.status as 201);
+  });
+  // Files of topics hosted here, for users of the origin (protocol §17.3). The upload's signed
+  // body hash is the blob id; files.upload refuses bytes that do not hash to it.
+  app.put('/v1/federation/topics/:topicId/blobs/:blobId', async (c) => {
+    const topicId = topicIdOf(c.req.param('topicId'));
+    const blobId = blobIdOf(c.req.param('blobId'));
+    const { origin } = await ctx.federation.authenticateStreamed(c.req.raw, blobId);
+    const caller = await remoteMember(ctx, origin, topicId, c.req.query('user'), c.req.query('device'));
+    const length = c.req.header('content-length');
+    const declared = length !== undefined && /^[0-9]{1,16}$/.test(length) ? Number(length) : undefined;
+    const r = await files.upload(ctx, caller, topicId, blobId, c.req.raw.body, declared);
+    return c.json({ blobId: toBase64url(r.blobId), size: r.size }, r.created ? 201 : 200);
+  });
+  app.get('/v1/federation/topics/:topicId/blobs/:blobId', async (c) => {
+    const topicId = topicIdOf(c.req.param('topicId'));
+    const blobId = blobIdOf(c.req.param('blobId'));
+    const { origin } = await ctx.federation.authenticate(c.req.raw, 0);
+    const caller = await remoteMember(ctx, origin, topicId, c.req.query('user'), c.req.query('device'));
+    const { size, stream } = await files.download(ctx, caller, topicId, blobId);
+    return c.body(stream, 200, { 'content-type': 'application/octet-stream', 'content-length': String(size), 'cache-control': 'private, no-store' });
   });
   app.post('/v1/federation/topics/:topicId/witness', async (c) => {
     const topicId = topicIdOf(c.req.param('topicId'));

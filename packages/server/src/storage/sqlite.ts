@@ -803,11 +803,11 @@ export class SqliteStore implements Store {
 
   // ---- files ----------------------------------------------------------------------------------
 
-  async putBlob(row: BlobRow, maxUserBytes?: number): Promise<boolean> {
+  async putBlob(row: BlobRow, maxUserBytes?: number, remoteUploader = false): Promise<boolean> {
     return this.write(() => {
       if (this.q('SELECT 1 FROM blobs WHERE topic_id = ? AND blob_id = ?').get(row.topicId, row.blobId) !== undefined) return false;
       if (this.q('SELECT 1 FROM topics WHERE topic_id = ?').get(row.topicId) === undefined) throw new RendezvousError('topic.unknown');
-      if (this.q('SELECT 1 FROM users WHERE user = ?').get(row.user) === undefined) throw new RendezvousError('user.unknown');
+      if (!remoteUploader && this.q('SELECT 1 FROM users WHERE user = ?').get(row.user) === undefined) throw new RendezvousError('user.unknown');
       if (maxUserBytes !== undefined && this.blobBytesNow(row.user) + row.size > maxUserBytes) {
         throw new RendezvousError('blob.quota_exceeded', `a user may store at most ${maxUserBytes} bytes of files`);
       }
@@ -942,10 +942,13 @@ export class SqliteStore implements Store {
     }));
   }
 
-  async completeOutbox(id: number, answer?: { deviceId: string; clientId: string; response: string }): Promise<void> {
+  async completeOutbox(id: number, answer?: { deviceId: string; clientId: string; response: string }, payload?: string): Promise<void> {
     this.write(() => {
-      this.q('DELETE FROM outbox WHERE id = ?').run(id);
-      if (answer !== undefined) {
+      const deleted =
+        payload === undefined
+          ? this.q('DELETE FROM outbox WHERE id = ?').run(id).changes
+          : this.q('DELETE FROM outbox WHERE id = ? AND payload = ?').run(id, payload).changes;
+      if (deleted > 0 && answer !== undefined) {
         this.q('UPDATE idempotency SET response = ? WHERE device_id = ? AND client_id = ?').run(answer.response, answer.deviceId, answer.clientId);
       }
     });

@@ -319,10 +319,11 @@ export interface Store {
    * Records an uploaded blob. Idempotent: if the topic already has this blob id, nothing
    * changes and the result is false (the first uploader keeps it). Otherwise, in one
    * transaction: `topic.unknown` if the topic is gone, `user.unknown` if the uploader is (a
-   * deletion that raced the upload must not leave a row behind), `blob.quota_exceeded` if
+   * deletion that raced the upload must not leave a row behind; not checked for a
+   * `remoteUploader`, a user of another server, protocol §17.3), `blob.quota_exceeded` if
    * `maxUserBytes` is given and the uploader's blobs would exceed it; else inserted, true.
    */
-  putBlob(row: BlobRow, maxUserBytes?: number): Promise<boolean>;
+  putBlob(row: BlobRow, maxUserBytes?: number, remoteUploader?: boolean): Promise<boolean>;
   getBlob(topicId: Uint8Array, blobId: Uint8Array): Promise<BlobRow | null>;
   /** Total size of the blobs `user` uploaded (what the per-user quota counts). */
   blobBytesOf(user: string): Promise<number>;
@@ -345,11 +346,11 @@ export interface Store {
   replicationDue(server: string): Promise<ReplicationRow[]>;
   /** Every server with a replication cursor or an outbox row: what the delivery loops serve. */
   federationDestinations(): Promise<string[]>;
-  /** Moves a cursor (never backwards unless `rewind`, which a receiver's `federation.gap` asks for). */
+  /** Moves a cursor (never backwards unless `rewind`, which a receiver's `federation.gap` asks for); no cursor, no change. */
   setReplicationCursor(topicId: Uint8Array, server: string, nextIndex: number, rewind?: boolean): Promise<void>;
   /**
-   * Adds an outbox row; with a coalesce key, replaces the payload of the destination's row with
-   * that key instead. With `idempotency`, the record is written in the same transaction
+   * Adds an outbox row; with a coalesce key, replaces the payload and creation time of the
+   * destination's row with that key instead (keeping its id and place in line). With `idempotency`, the record is written in the same transaction
    * (`store.conflict` if it exists). Returns the row id.
    */
   addOutbox(row: Omit<OutboxRow, 'id' | 'attempts'>, idempotency?: IdempotencyRow): Promise<number>;
@@ -357,9 +358,11 @@ export interface Store {
   nextOutbox(destination: string, limit: number): Promise<OutboxRow[]>;
   /**
    * Deletes a delivered (or finally refused) row and, if given, sets the response of the
-   * idempotency record it answers, in one transaction.
+   * idempotency record it answers, in one transaction. With `payload`, the row is deleted (and
+   * the answer written) only if it still holds that payload: a coalesced row replaced while it
+   * was being sent stays, to be sent again.
    */
-  completeOutbox(id: number, answer?: { deviceId: string; clientId: string; response: string }): Promise<void>;
+  completeOutbox(id: number, answer?: { deviceId: string; clientId: string; response: string }, payload?: string): Promise<void>;
   /** Counts a failed attempt. */
   failOutbox(id: number): Promise<void>;
   /** Keeps the latest cosignature per witness (a smaller size never replaces a larger one). */

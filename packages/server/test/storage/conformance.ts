@@ -17,10 +17,13 @@ import type {
   BlobRow,
   DeviceRow,
   EventRow,
+  ForkRow,
   IdempotencyRow,
   MemberRow,
+  OutboxRow,
   PinRow,
   PushSubscriptionRow,
+  ReplicationRow,
   Store,
   UserRow,
 } from '../../src/storage/store.ts';
@@ -1273,6 +1276,14 @@ export function storeConformance(
         assert.equal(await s.blobBytesOf('ghost@alpha.example'), 0);
       });
 
+      it('putBlob for a user of another server (remoteUploader): no local account needed, quota still counted', async () => {
+        await setup();
+        const remote = 'erin@beta.example';
+        assert.equal(await s.putBlob(blob(T1, 3, remote, 400), 1000, true), true);
+        assert.equal(await s.blobBytesOf(remote), 400);
+        await rejectsWith(s.putBlob(blob(T2, 4, remote, 700), 1000, true), 'blob.quota_exceeded');
+      });
+
       it('blobBytesOf sums a user over all topics; putBlob enforces maxUserBytes atomically', async () => {
         await setup();
         assert.equal(await s.blobBytesOf(alice), 0);
@@ -1354,6 +1365,452 @@ export function storeConformance(
         s = await h.reopen();
         assert.deepEqual(await s.getBlob(T1, fill(32, 1)), blob(T1, 1, alice, 77));
         assert.equal(await s.blobBytesOf(alice), 77);
+      });
+    });
+
+    describe('federation', () => {
+      const alice = 'alice@alpha.example';
+      const bob = 'bob@alpha.example';
+      const BETA = 'beta.example';
+      const GAMMA = 'gamma.example';
+      const DELTA = 'delta.example';
+      type Peers = NonNullable<AppendBatch['peers']>;
+      const withPeers = (bt: AppendBatch, peers: Peers): AppendBatch => ({ ...bt, peers });
+      const cursor = (topicId: Uint8Array, server: string, nextIndex: number, until: number | null, size: number): ReplicationRow => ({
+        topicId,
+        server,
+        nextIndex,
+        until,
+        size,
+      });
+      /** replicationDue in topic order (the interface does not promise an order). */
+      const due = async (server: string) =>
+        (await s.replicationDue(server)).sort((x, y) => (toHex(x.topicId) < toHex(y.topicId) ? -1 : toHex(x.topicId) > toHex(y.topicId) ? 1 : 0));
+      const destinations = async () => (await s.federationDestinations()).sort();
+      async function hosted(t: Uint8Array, entries: number, peers: Peers): Promise<void> {
+        await s.createTopic({ topicId: t, host: 'alpha.example', createdAt: NOW }, withPeers(batch(t, 0, entries, { members: [admin(0, alice)] }), peers));
+      }
+      type NewOutbox = Omit<OutboxRow, 'id' | 'attempts'>;
+      const outbox = (destination: string, payload: string, opts: Partial<NewOutbox> = {}): NewOutbox => ({
+        destination,
+        kind: 'submit',
+        topicId: T1,
+        coalesceKey: null,
+        payload,
+        createdAt: NOW,
+        ...opts,
+      });
+      const witnessRow = (destination: string, payload: string, key = `witness:${toHex(T1)}`, createdAt = NOW): NewOutbox =>
+        outbox(destination, payload, { kind: 'witness', coalesceKey: key, createdAt });
+      const stored = (id: number, row: NewOutbox, attempts = 0): OutboxRow => ({ id, ...row, attempts });
+      const fork = (topicId: Uint8Array, kind: ForkRow['kind'], server: string, createdAt: number): Omit<ForkRow, 'id'> => ({
+        topicId,
+        kind,
+        server,
+        evidence: JSON.stringify({ checkpoints: [`cp-${createdAt}`, `cp-${createdAt + 1}`], detail: `${kind} by ${server}` }),
+        createdAt,
+      });
+
+      it('server keys: null until put; put then get returns every key in order; a put replaces them; per server', async () => {
+        assert.equal(await s.getServerKeys(BETA), null);
+        await s.putServerKeys(BETA, [fill(32, 1), fill(32, 2)], NOW);
+        assert.deepEqual(await s.getServerKeys(BETA), [fill(32, 1), fill(32, 2)]);
+        assert.equal(await s.getServerKeys(GAMMA), null);
+        // A rotation: the new list replaces the old one, in the order given (oldest first).
+        await s.putServerKeys(BETA, [fill(32, 2), fill(32, 3)], NOW + 1);
+        assert.deepEqual(await s.getServerKeys(BETA), [fill(32, 2), fill(32, 3)]);
+        // Contacted with no keys is not "never contacted".
+        await s.putServerKeys(GAMMA, [], NOW);
+        assert.deepEqual(await s.getServerKeys(GAMMA), []);
+        assert.deepEqual(await s.getServerKeys(BETA), [fill(32, 2), fill(32, 3)]);
+      });
+
+      it('remote users: null until pinned; the first key pinned is returned and never replaced', async () => {
+        const erin = 'erin@beta.example';
+        const frank = 'frank@beta.example';
+        assert.equal(await s.getRemoteUser(erin), null);
+        assert.deepEqual(await s.pinRemoteUser(erin, fill(32, 1), NOW), fill(32, 1));
+        assert.deepEqual(await s.getRemoteUser(erin), fill(32, 1));
+        assert.deepEqual(await s.pinRemoteUser(erin, fill(32, 2), NOW + 1), fill(32, 1));
+        assert.deepEqual(await s.getRemoteUser(erin), fill(32, 1));
+        assert.equal(await s.getRemoteUser(frank), null);
+        assert.deepEqual(await s.pinRemoteUser(frank, fill(32, 3), NOW), fill(32, 3));
+        assert.deepEqual(await s.getRemoteUser(erin), fill(32, 1));
+      });
+
+      it('concurrent pins of one remote user all return the one key that was pinned', async () => {
+        const erin = 'erin@beta.example';
+        const got = await Promise.all(Array.from({ length: 8 }, (_, i) => s.pinRemoteUser(erin, fill(32, i + 1), NOW + i)));
+        const pinned = await s.getRemoteUser(erin);
+        assert.ok(pinned !== null, 'a key is pinned');
+        assert.deepEqual(hex(got), hex(got.map(() => pinned)));
+      });
+
+      it('append peers: a server not yet known gets a cursor at next index 0 with its until', async () => {
+        await hosted(T1, 3, [{ server: BETA, until: null }]);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 0, null, 3)]);
+        await s.append(T1, withPeers(batch(T1, 3, 2), [{ server: GAMMA, until: 4 }]));
+        assert.deepEqual(await due(GAMMA), [cursor(T1, GAMMA, 0, 4, 5)]);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 0, null, 5)]);
+        assert.deepEqual(await due(DELTA), []);
+      });
+
+      it('append peers on a known server change only its until (the cursor stays); until null reopens it', async () => {
+        await hosted(T1, 2, [{ server: BETA, until: null }]);
+        await s.setReplicationCursor(T1, BETA, 2);
+        assert.deepEqual(await due(BETA), []);
+        // The server's last user leaves in entry 3: it receives up to and including index 3.
+        await s.append(T1, withPeers(batch(T1, 2, 2), [{ server: BETA, until: 3 }]));
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 2, 3, 4)]);
+        await s.setReplicationCursor(T1, BETA, 4);
+        assert.deepEqual(await due(BETA), []);
+        await s.append(T1, batch(T1, 4, 1));
+        assert.deepEqual(await due(BETA), [], 'nothing after until is due');
+        // A user of the server joins again: delivery resumes where the cursor stopped.
+        await s.append(T1, withPeers(batch(T1, 5, 1), [{ server: BETA, until: null }]));
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 4, null, 6)]);
+      });
+
+      it('replicationDue: the cursors of that server with next < min(size, until + 1)', async () => {
+        await hosted(T1, 5, [{ server: BETA, until: null }, { server: GAMMA, until: null }]);
+        await hosted(T2, 3, [{ server: BETA, until: 1 }]);
+        await hosted(T3, 2, [{ server: BETA, until: null }]);
+        await s.setReplicationCursor(T3, BETA, 2);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 0, null, 5), cursor(T2, BETA, 0, 1, 3)]);
+        assert.deepEqual(await due(GAMMA), [cursor(T1, GAMMA, 0, null, 5)]);
+        // until is the last index delivered: next == until is still due, next == until + 1 is not.
+        await s.setReplicationCursor(T2, BETA, 1);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 0, null, 5), cursor(T2, BETA, 1, 1, 3)]);
+        await s.setReplicationCursor(T2, BETA, 2);
+        // next == size - 1 is due, next == size is not.
+        await s.setReplicationCursor(T1, BETA, 4);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 4, null, 5)]);
+        await s.setReplicationCursor(T1, BETA, 5);
+        assert.deepEqual(await due(BETA), []);
+        assert.deepEqual(await due(GAMMA), [cursor(T1, GAMMA, 0, null, 5)]);
+        // A new entry makes the caught-up cursors due again, with the new size.
+        await s.append(T1, batch(T1, 5, 1));
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 5, null, 6)]);
+        assert.deepEqual(await due(DELTA), []);
+      });
+
+      it('setReplicationCursor never moves a cursor backwards unless rewind', async () => {
+        await hosted(T1, 6, [{ server: BETA, until: null }, { server: GAMMA, until: null }]);
+        await s.setReplicationCursor(T1, BETA, 3);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 3, null, 6)]);
+        await s.setReplicationCursor(T1, BETA, 1);
+        await s.setReplicationCursor(T1, BETA, 0, false);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 3, null, 6)]);
+        await s.setReplicationCursor(T1, BETA, 3);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 3, null, 6)]);
+        // A receiver's federation.gap: resend from what it has.
+        await s.setReplicationCursor(T1, BETA, 1, true);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 1, null, 6)]);
+        await s.setReplicationCursor(T1, BETA, 0, true);
+        assert.deepEqual(await due(BETA), [cursor(T1, BETA, 0, null, 6)]);
+        // Only that topic's cursor of that server moves.
+        assert.deepEqual(await due(GAMMA), [cursor(T1, GAMMA, 0, null, 6)]);
+      });
+
+      it('a refused append or createTopic creates or changes no cursor', async () => {
+        await addUser(s, alice, 'a1');
+        await s.putIdempotency(idem('a1', 'dup'));
+        await hosted(T1, 2, [{ server: BETA, until: null }]);
+        await s.setReplicationCursor(T1, BETA, 1);
+        const before = await due(BETA);
+        const peers: Peers = [{ server: BETA, until: 0 }, { server: GAMMA, until: null }];
+        await rejectsWith(s.append(T1, withPeers(batch(T1, 5, 1), peers)), 'store.conflict');
+        await rejectsWith(s.append(T1, withPeers(batch(T1, 2, 1, { nonces: [nonceOf(1)] }), peers)), 'topic.replay');
+        await rejectsWith(s.append(T1, withPeers(batch(T1, 2, 1, { idempotency: idem('a1', 'dup') }), peers)), 'store.conflict');
+        await rejectsWith(s.append(T2, withPeers(batch(T2, 0, 1), peers)), 'topic.unknown');
+        await rejectsWith(s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, withPeers(batch(T1, 0, 1), peers)), 'topic.exists');
+        await rejectsWith(
+          s.createTopic({ topicId: T3, host: 'alpha.example', createdAt: NOW }, withPeers(batch(T3, 0, 3, { nonces: [nonceOf(7), nonceOf(7)] }), peers)),
+          'topic.replay',
+        );
+        assert.deepEqual(await due(BETA), before);
+        assert.deepEqual(before, [cursor(T1, BETA, 1, null, 2)]);
+        assert.deepEqual(await due(GAMMA), []);
+        assert.deepEqual(await destinations(), [BETA]);
+      });
+
+      it('federationDestinations: every server with a replication cursor or an outbox row, each once', async () => {
+        assert.deepEqual(await s.federationDestinations(), []);
+        await hosted(T1, 2, [{ server: BETA, until: null }]);
+        await hosted(T2, 1, [{ server: BETA, until: null }, { server: GAMMA, until: 0 }]);
+        const id = await s.addOutbox(outbox(DELTA, 's1'));
+        await s.addOutbox(outbox(BETA, 's2'));
+        assert.deepEqual(await destinations(), [BETA, DELTA, GAMMA].sort());
+        // A cursor with nothing left to deliver still makes its server a destination.
+        await s.setReplicationCursor(T2, GAMMA, 1);
+        assert.deepEqual(await due(GAMMA), []);
+        assert.deepEqual(await destinations(), [BETA, DELTA, GAMMA].sort());
+        // An outbox-only destination goes with its last row.
+        await s.completeOutbox(id);
+        assert.deepEqual(await destinations(), [BETA, GAMMA].sort());
+      });
+
+      it('addOutbox / nextOutbox: every field (attempts 0), oldest first per destination, at most limit', async () => {
+        const r1 = outbox(BETA, '{"n":1}');
+        const r2 = witnessRow(GAMMA, '{"n":2}');
+        const r3 = outbox(BETA, '{"n":3}', { topicId: T2, createdAt: NOW + 1 });
+        const r4 = witnessRow(BETA, '{"n":4}', 'witness:other', NOW + 2);
+        const i1 = await s.addOutbox(r1);
+        const i2 = await s.addOutbox(r2);
+        const i3 = await s.addOutbox(r3);
+        const i4 = await s.addOutbox(r4);
+        assert.equal(new Set([i1, i2, i3, i4]).size, 4, 'every row has its own id');
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(i1, r1), stored(i3, r3), stored(i4, r4)]);
+        assert.deepEqual(await s.nextOutbox(BETA, 2), [stored(i1, r1), stored(i3, r3)]);
+        assert.deepEqual(await s.nextOutbox(GAMMA, 10), [stored(i2, r2)]);
+        assert.deepEqual(await s.nextOutbox(DELTA, 10), []);
+        // Completing the head moves the line up.
+        await s.completeOutbox(i1);
+        assert.deepEqual(await s.nextOutbox(BETA, 1), [stored(i3, r3)]);
+      });
+
+      it("addOutbox with a coalesce key replaces the payload of that destination's row with the key: same id, same place in line", async () => {
+        const first = witnessRow(BETA, '{"cosignature":"c1"}');
+        const w = await s.addOutbox(first);
+        const x = await s.addOutbox(outbox(BETA, 's1'));
+        const y = await s.addOutbox(outbox(BETA, 's1')); // no key: never coalesced
+        await s.failOutbox(w);
+        assert.equal(await s.addOutbox(witnessRow(BETA, '{"cosignature":"c2"}', undefined, NOW + 5)), w);
+        const rows = await s.nextOutbox(BETA, 10);
+        assert.deepEqual(
+          rows.map((r) => [r.id, r.kind, toHex(r.topicId), r.coalesceKey, r.payload, r.attempts]),
+          [
+            [w, 'witness', toHex(T1), first.coalesceKey, '{"cosignature":"c2"}', 1],
+            [x, 'submit', toHex(T1), null, 's1', 0],
+            [y, 'submit', toHex(T1), null, 's1', 0],
+          ],
+        );
+        // The key is per destination, and another key is another row.
+        const g = await s.addOutbox(witnessRow(GAMMA, '{"cosignature":"c3"}'));
+        const o = await s.addOutbox(witnessRow(BETA, '{"cosignature":"c4"}', 'witness:other'));
+        assert.equal(new Set([w, x, y, g, o]).size, 5, 'new rows have new ids');
+        assert.deepEqual((await s.nextOutbox(BETA, 10)).map((r) => r.payload), ['{"cosignature":"c2"}', 's1', 's1', '{"cosignature":"c4"}']);
+        assert.deepEqual((await s.nextOutbox(GAMMA, 10)).map((r) => r.payload), ['{"cosignature":"c3"}']);
+      });
+
+      it('addOutbox with a coalesce key keeps one row even when added concurrently', async () => {
+        const ids = await Promise.all(Array.from({ length: 6 }, (_, i) => s.addOutbox(witnessRow(BETA, `{"n":${i}}`))));
+        const rows = await s.nextOutbox(BETA, 10);
+        assert.equal(rows.length, 1);
+        assert.deepEqual(ids, ids.map(() => rows[0]!.id));
+        assert.ok(Array.from({ length: 6 }, (_, i) => `{"n":${i}}`).includes(rows[0]!.payload), 'the payload is one of those added');
+      });
+
+      it('addOutbox with an idempotency record writes both; an existing record is store.conflict and adds or replaces nothing', async () => {
+        await addUser(s, alice, 'a1');
+        const rec = idem('a1', 'fwd-1', '{"status":202}');
+        const r1 = outbox(BETA, 's1');
+        const id = await s.addOutbox(r1, rec);
+        assert.deepEqual(await s.getIdempotency('a1', 'fwd-1'), rec);
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(id, r1)]);
+        const w1 = witnessRow(BETA, 'w1');
+        const wid = await s.addOutbox(w1);
+
+        await rejectsWith(s.addOutbox(outbox(BETA, 's2'), idem('a1', 'fwd-1', 'other')), 'store.conflict');
+        await rejectsWith(s.addOutbox(outbox(GAMMA, 's3'), idem('a1', 'fwd-1', 'other')), 'store.conflict');
+        await rejectsWith(s.addOutbox(witnessRow(BETA, 'w2'), idem('a1', 'fwd-1', 'other')), 'store.conflict');
+
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(id, r1), stored(wid, w1)]);
+        assert.deepEqual(await s.nextOutbox(GAMMA, 10), []);
+        assert.deepEqual(await s.getIdempotency('a1', 'fwd-1'), rec);
+        assert.deepEqual(await destinations(), [BETA]);
+      });
+
+      it('completeOutbox deletes the row and sets the response of the idempotency record it answers; nothing else changes', async () => {
+        await addUser(s, alice, 'a1');
+        const r1 = outbox(BETA, 's1');
+        const r2 = outbox(BETA, 's2');
+        const i1 = await s.addOutbox(r1, idem('a1', 'c1', 'pending'));
+        const i2 = await s.addOutbox(r2, idem('a1', 'c2', 'pending'));
+        await s.completeOutbox(i1, { deviceId: 'a1', clientId: 'c1', response: '{"status":201}' });
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(i2, r2)]);
+        assert.deepEqual(await s.getIdempotency('a1', 'c1'), idem('a1', 'c1', '{"status":201}'));
+        assert.deepEqual(await s.getIdempotency('a1', 'c2'), idem('a1', 'c2', 'pending'));
+        // Without an answer only the row goes.
+        await s.completeOutbox(i2);
+        assert.deepEqual(await s.nextOutbox(BETA, 10), []);
+        assert.deepEqual(await s.getIdempotency('a1', 'c2'), idem('a1', 'c2', 'pending'));
+        assert.deepEqual(await s.federationDestinations(), []);
+      });
+
+      it('completeOutbox with a payload deletes the row only if it still holds that payload', async () => {
+        const id = await s.addOutbox(witnessRow(BETA, 'w1'));
+        const [sent] = await s.nextOutbox(BETA, 1);
+        assert.equal(sent?.payload, 'w1');
+        // A newer cosignature replaces the row while the old one is in flight: the row stays.
+        assert.equal(await s.addOutbox(witnessRow(BETA, 'w2')), id);
+        await s.completeOutbox(id, undefined, sent.payload);
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(id, witnessRow(BETA, 'w2'))]);
+        await s.completeOutbox(id, undefined, 'w2');
+        assert.deepEqual(await s.nextOutbox(BETA, 10), []);
+      });
+
+      it('failOutbox adds one attempt to that row only', async () => {
+        const r1 = outbox(BETA, 's1');
+        const r2 = outbox(BETA, 's2');
+        const i1 = await s.addOutbox(r1);
+        const i2 = await s.addOutbox(r2);
+        await s.failOutbox(i1);
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(i1, r1, 1), stored(i2, r2, 0)]);
+        await s.failOutbox(i1);
+        await s.failOutbox(i2);
+        assert.deepEqual(await s.nextOutbox(BETA, 10), [stored(i1, r1, 2), stored(i2, r2, 1)]);
+      });
+
+      it('putCosignature keeps the latest per witness and topic; a smaller size never replaces a larger one', async () => {
+        await hosted(T1, 5, []);
+        await hosted(T2, 1, []);
+        const list = async (t: Uint8Array) => (await s.listCosignatures(t)).sort((x, y) => (x.witness < y.witness ? -1 : 1));
+        assert.deepEqual(await s.listCosignatures(T1), []);
+        await s.putCosignature(T1, BETA, 3, b(0xc5, 1));
+        await s.putCosignature(T1, GAMMA, 5, b(0xc5, 2));
+        assert.deepEqual(await list(T1), [
+          { witness: BETA, size: 3, cosignature: b(0xc5, 1) },
+          { witness: GAMMA, size: 5, cosignature: b(0xc5, 2) },
+        ]);
+        await s.putCosignature(T1, BETA, 4, b(0xc5, 3));
+        await s.putCosignature(T1, BETA, 2, b(0xc5, 4));
+        assert.deepEqual(await list(T1), [
+          { witness: BETA, size: 4, cosignature: b(0xc5, 3) },
+          { witness: GAMMA, size: 5, cosignature: b(0xc5, 2) },
+        ]);
+        // The same size again is not smaller: the latest is kept.
+        await s.putCosignature(T1, BETA, 4, b(0xc5, 5));
+        assert.deepEqual((await list(T1))[0], { witness: BETA, size: 4, cosignature: b(0xc5, 5) });
+        // Per topic.
+        await s.putCosignature(T2, BETA, 1, b(0xc5, 6));
+        assert.deepEqual(await list(T2), [{ witness: BETA, size: 1, cosignature: b(0xc5, 6) }]);
+        assert.deepEqual((await list(T1)).map((c) => [c.witness, c.size]), [[BETA, 4], [GAMMA, 5]]);
+        assert.deepEqual(await s.listCosignatures(T3), []);
+      });
+
+      it('addFork / listForks: every field, per topic', async () => {
+        await hosted(T1, 1, []);
+        await hosted(T2, 1, []);
+        const f1 = fork(T1, 'fork', BETA, NOW);
+        const f2 = fork(T1, 'rollback', GAMMA, NOW + 1);
+        const f3 = fork(T2, 'fork', BETA, NOW + 2);
+        for (const f of [f1, f2, f3]) await s.addFork(f);
+        const t1 = (await s.listForks(T1)).sort((x, y) => x.createdAt - y.createdAt);
+        assert.deepEqual(t1.map(({ id: _, ...rest }) => rest), [f1, f2]);
+        assert.ok(t1.every((f) => Number.isSafeInteger(f.id)) && t1[0]!.id !== t1[1]!.id, 'each fork has its own id');
+        assert.deepEqual((await s.listForks(T2)).map(({ id: _, ...rest }) => rest), [f3]);
+        assert.deepEqual(await s.listForks(T3), []);
+      });
+
+      it("getEntries: the batch's checkpoint on its last entry, null on the others, unless an entry brings its own", async () => {
+        const b0 = batch(T1, 0, 2, { members: [admin(0, alice)] });
+        await s.createTopic({ topicId: T1, host: 'alpha.example', createdAt: NOW }, b0);
+        // An entry in the middle with its own checkpoint (a replica storing a host's batch).
+        const b1 = batch(T1, 2, 3);
+        const own = b(0xcc, 3);
+        await s.append(T1, { ...b1, entries: b1.entries.map((e) => (e.index === 3 ? { ...e, checkpoint: own } : e)) });
+        // The last entry with its own checkpoint: that one, not the batch's.
+        const b2 = batch(T1, 5, 2);
+        const last = b(0xcc, 6);
+        await s.append(T1, { ...b2, entries: b2.entries.map((e) => (e.index === 6 ? { ...e, checkpoint: last } : e)) });
+        const b3 = batch(T1, 7, 1);
+        await s.append(T1, b3);
+        const cps = [null, b0.checkpoint, null, own, b1.checkpoint, null, last, b3.checkpoint];
+        assert.deepEqual(
+          await s.getEntries(T1, 0, 100),
+          cps.map((checkpoint, index) => ({ index, type: index === 0 ? 'update' : 'message', entry: entryBytes(T1, index), checkpoint })),
+        );
+        assert.deepEqual((await s.getEntries(T1, 3, 2)).map((e) => e.checkpoint), [own, b1.checkpoint]);
+      });
+
+      it("deleteTopic removes its replication cursors, cosignatures and forks, and no other topic's", async () => {
+        for (const t of [T1, T2]) {
+          await hosted(t, 2, [{ server: BETA, until: null }]);
+          await s.putCosignature(t, GAMMA, 2, b(0xc5, t[0]!));
+          await s.addFork(fork(t, 'fork', GAMMA, NOW));
+        }
+        const t2 = { cosignatures: await s.listCosignatures(T2), forks: await s.listForks(T2) };
+        assert.equal((await s.deleteTopic(T1)).deleted, true);
+        assert.deepEqual(await due(BETA), [cursor(T2, BETA, 0, null, 2)]);
+        assert.deepEqual(await s.listCosignatures(T1), []);
+        assert.deepEqual(await s.listForks(T1), []);
+        assert.deepEqual({ cosignatures: await s.listCosignatures(T2), forks: await s.listForks(T2) }, t2);
+        // The id taken again starts clean: nothing of the old topic comes back.
+        await hosted(T1, 3, []);
+        assert.deepEqual(await due(BETA), [cursor(T2, BETA, 0, null, 2)]);
+        assert.deepEqual(await s.listCosignatures(T1), []);
+        assert.deepEqual(await s.listForks(T1), []);
+        // With the last cursor gone the server is no longer a destination.
+        assert.equal((await s.deleteTopic(T2)).deleted, true);
+        assert.deepEqual(await s.federationDestinations(), []);
+      });
+
+      it("idempotency records may name a device of another server; deleteDevice and deleteUser remove their devices' records however written", async () => {
+        const remote = `${BETA}/e1`;
+        await addUser(s, alice, 'a1', 'a2');
+        await addUser(s, bob, 'b1');
+        await createTopic(s, T1, [admin(0, alice)], 1);
+        // Forwarded submissions: the host records them under the origin's device.
+        await s.putIdempotency(idem(remote, 'c1'));
+        await s.append(T1, batch(T1, 1, 1, { idempotency: idem(remote, 'c2') }));
+        await s.addOutbox(outbox(GAMMA, 'x'), idem('a1', 'fwd'));
+        await s.append(T1, batch(T1, 2, 1, { idempotency: idem('a1', 'post') }));
+        await s.putIdempotency(idem('a2', 'c1'));
+        await s.putIdempotency(idem('b1', 'c1'));
+
+        assert.equal(await s.deleteDevice('a1'), true);
+        assert.equal(await s.getIdempotency('a1', 'fwd'), null);
+        assert.equal(await s.getIdempotency('a1', 'post'), null);
+        assert.deepEqual(await s.getIdempotency('a2', 'c1'), idem('a2', 'c1'));
+
+        assert.equal((await s.deleteUser(alice)).deleted, true);
+        assert.equal(await s.getIdempotency('a2', 'c1'), null);
+        assert.deepEqual(await s.getIdempotency('b1', 'c1'), idem('b1', 'c1'));
+        assert.deepEqual(await s.getIdempotency(remote, 'c1'), idem(remote, 'c1'));
+        assert.deepEqual(await s.getIdempotency(remote, 'c2'), idem(remote, 'c2'));
+        await rejectsWith(s.putIdempotency(idem(remote, 'c1', 'again')), 'store.conflict');
+      });
+
+      it('durability: federation state is there after close and reopen', async (t) => {
+        if (h.reopen === undefined) return t.skip('no reopen');
+        await hosted(T1, 3, [{ server: BETA, until: 2 }]);
+        await s.setReplicationCursor(T1, BETA, 1);
+        await s.putServerKeys(BETA, [fill(32, 1), fill(32, 2)], NOW);
+        await s.pinRemoteUser('erin@beta.example', fill(32, 3), NOW);
+        const id = await s.addOutbox(witnessRow(GAMMA, 'w1'));
+        await s.failOutbox(id);
+        await s.putCosignature(T1, GAMMA, 3, b(0xc5, 1));
+        await s.addFork(fork(T1, 'rollback', GAMMA, NOW));
+        const before = {
+          keys: await s.getServerKeys(BETA),
+          remote: await s.getRemoteUser('erin@beta.example'),
+          due: await due(BETA),
+          destinations: await destinations(),
+          outbox: await s.nextOutbox(GAMMA, 10),
+          cosignatures: await s.listCosignatures(T1),
+          forks: await s.listForks(T1),
+          entries: await s.getEntries(T1, 0, 10),
+        };
+        await s.close();
+        s = await h.reopen();
+        assert.deepEqual(
+          {
+            keys: await s.getServerKeys(BETA),
+            remote: await s.getRemoteUser('erin@beta.example'),
+            due: await due(BETA),
+            destinations: await destinations(),
+            outbox: await s.nextOutbox(GAMMA, 10),
+            cosignatures: await s.listCosignatures(T1),
+            forks: await s.listForks(T1),
+            entries: await s.getEntries(T1, 0, 10),
+          },
+          before,
+        );
+        assert.deepEqual(before.due, [cursor(T1, BETA, 1, 2, 3)]);
+        assert.deepEqual(before.outbox, [stored(id, witnessRow(GAMMA, 'w1'), 1)]);
+        // The coalesce key still finds its row.
+        assert.equal(await s.addOutbox(witnessRow(GAMMA, 'w2')), id);
       });
     });
   });
