@@ -369,7 +369,8 @@ async function admin(args: string[]): Promise<number> {
       const r = await call('GET', '/v1/admin/federation');
       const lines = r.servers.map(
         (x: any) =>
-          `${x.server}  ${x.failures === 0 ? 'ok' : `failing (${x.failures} attempts)`}  ${x.entriesBehind} entries behind in ${x.topics} topics, ${x.outbox} queued`,
+          `${x.server}  ${x.failures === 0 ? 'ok' : `failing (${x.failures} attempts)`}  ${x.entriesBehind} entries behind in ${x.topics} topics` +
+          `${x.refusedTopics > 0 ? ` (${x.refusedTopics} refused by it)` : ''}, ${x.outbox} queued`,
       );
       out(lines.length ? lines.join('\n') : 'no other servers', r);
       return 0;

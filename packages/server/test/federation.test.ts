@@ -428,7 +428,11 @@ describe('federation: a host that goes back', () => {
       { user: bob, role: 'participant' },
     ]);
     for (const text of ['one', 'two']) assert.equal((await t3.post(alice, t3.message(alice, text))).status, 201);
+    // beta refuses the forked topic of the test before; that must not hold up this one.
     await summaryAt(bob, beta, t3.id, 3);
+    const st = await call(alpha.t, 'GET', '/v1/admin/federation', undefined, ADMIN_TOKEN);
+    const b = (st.body.servers as { server: string; refusedTopics: number }[]).find((x) => x.server === 'beta.test')!;
+    assert.equal(b.refusedTopics, 1, 'alpha holds back the one topic beta refuses');
     // What a host restored from an old backup would send: its log of two entries.
     const old = await alpha.server.ctx.store.getEntries(t3.id, 0, 2);
     const r = await signedPost(alpha, beta, `/v1/federation/topics/${toBase64url(t3.id)}/entries`, {

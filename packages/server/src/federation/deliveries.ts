@@ -8,11 +8,11 @@
  * exponentially with jitter, and a request from that server (it is back) or new work after the
  * back-off resets it.
  */
-import { RendezvousError } from '@rendezvous/protocol';
+import { RendezvousError, toHex } from '@rendezvous/protocol';
 import type { Context } from '../context.ts';
 import { responseJson, type Outcome } from '../idempotency.ts';
 import type { OutboxRow } from '../storage/store.ts';
-import { deliverReplication } from './replica.ts';
+import { RefusedTopic, deliverReplication } from './replica.ts';
 
 const OUTBOX_BATCH = 50;
 /**
@@ -22,6 +22,9 @@ const OUTBOX_BATCH = 50;
 export const SUBMISSION_EXPIRY_MS = 3 * 24 * 3600_000;
 /** Every destination with pending work is tried at least this often, whatever woke it last. */
 const SWEEP_MS = 30_000;
+/** A topic a server refused waits this long before it is offered again, doubling to an hour. */
+const REFUSED_MIN_MS = 30_000;
+const REFUSED_MAX_MS = 3_600_000;
 
 interface Loop {
   running: boolean;
@@ -34,6 +37,8 @@ interface Loop {
 export class Deliveries {
   private readonly loops = new Map<string, Loop>();
   private readonly waiters = new Map<number, { destination: string; resolve: (o: Outcome | null) => void }>();
+  /** Topics a destination refused (`destination topicHex` → when to offer again, and how often refused). */
+  private readonly refused = new Map<string, { until: number; times: number }>();
   private sweep: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -93,7 +98,7 @@ export class Deliveries {
   }
 
   /** What an operator sees (GET /v1/admin/federation): the backlog and health of every destination. */
-  async status(): Promise<{ server: string; outbox: number; entriesBehind: number; topics: number; failures: number }[]> {
+  async status(): Promise<{ server: string; outbox: number; entriesBehind: number; topics: number; refusedTopics: number; failures: number }[]> {
     const out = [];
     for (const server of (await this.ctx.store.federationDestinations()).sort()) {
       const due = await this.ctx.store.replicationDue(server);
@@ -102,6 +107,7 @@ export class Deliveries {
         outbox: (await this.ctx.store.nextOutbox(server, 10_000)).length,
         entriesBehind: due.reduce((n, r) => n + Math.min(r.size, r.until === null ? r.size : r.until + 1) - r.nextIndex, 0),
         topics: due.length,
+        refusedTopics: due.filter((r) => (this.refused.get(`${server} ${toHex(r.topicId)}`)?.until ?? 0) > this.ctx.now()).length,
         failures: this.loops.get(server)?.failures ?? 0,
       });
     }
@@ -164,7 +170,17 @@ export class Deliveries {
     for (const row of rows) await this.deliverRow(row);
     let more = rows.length === OUTBOX_BATCH;
     for (const r of await this.ctx.store.replicationDue(destination)) {
-      if (await deliverReplication(this.ctx, r)) more = true;
+      const key = `${destination} ${toHex(r.topicId)}`;
+      const held = this.refused.get(key);
+      if (held !== undefined && held.until > this.ctx.now()) continue;
+      try {
+        if (await deliverReplication(this.ctx, r)) more = true;
+        this.refused.delete(key);
+      } catch (e) {
+        if (!(e instanceof RefusedTopic)) throw e;
+        const times = (held?.times ?? 0) + 1;
+        this.refused.set(key, { until: this.ctx.now() + Math.min(REFUSED_MAX_MS, REFUSED_MIN_MS * 2 ** (times - 1)), times });
+      }
     }
     return more;
   }

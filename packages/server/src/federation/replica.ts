@@ -148,8 +148,15 @@ export async function deliverReplication(ctx: Context, r: ReplicationRow): Promi
     }
   }
   ctx.log.warn({ server: r.server, topicId: toBase64url(r.topicId), status: res.status, code: err.code, message: err.message }, 'federation: delivery refused');
-  throw new RendezvousError('federation.unreachable', `${r.server} refused entries ${r.nextIndex}–${last}: ${err.code ?? res.status}`);
+  const why = `${r.server} refused entries ${r.nextIndex}–${last} of ${toBase64url(r.topicId)}: ${err.code ?? res.status}`;
+  // A server that answers, but refuses this topic (it detected a fork, say), must not hold up
+  // the other topics it receives: only an error of the server itself backs off the whole loop.
+  if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) throw new RefusedTopic(why);
+  throw new RendezvousError('federation.unreachable', why);
 }
+
+/** A member server refused one topic's delivery (a 4xx): that topic waits, the others go on. */
+export class RefusedTopic extends Error {}
 
 function errorOf(body: Record<string, unknown>): { code?: string; message?: string; details?: Record<string, unknown> } {
   const e = body.error;
