@@ -51,6 +51,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'device':
       case 'watch':
       case 'profile':
+      case 'push':
         return await userCommand(command, rest);
       case undefined:
       case 'help':
@@ -171,7 +172,7 @@ function limitOverrides(v: unknown): ServerConfig['limits'] {
 }
 
 /**
- * Config file `push` (docs/server.md §Push): `{"contact": "mailto:…", "coalesceMs": 2000, …}`.
+ * Config file `push` (docs/server.md §Push): `{"contact": "mailto:…", "coalesceMs": 2000, "apns": {…}, "fcm": {…}, …}`.
  * `allowInsecure: true` is for development only and must be written out in full.
  */
 function pushOptions(v: unknown): ServerConfig['push'] {
@@ -186,12 +187,36 @@ function pushOptions(v: unknown): ServerConfig['push'] {
       if (typeof x !== 'string' || !/^(mailto:|https:\/\/)\S+$/.test(x)) throw new UsageError('config "push.contact": expected a mailto: or https: URL');
     } else if (name === 'allowInsecure') {
       if (typeof x !== 'boolean') throw new UsageError('config "push.allowInsecure": expected true or false');
+    } else if (name === 'apns' || name === 'fcm') {
+      out[name] = pushProvider(name, x);
+      continue;
     } else {
-      throw new UsageError(`config "push.${name}": unknown; known: contact, allowInsecure, ${numbers.join(', ')}`);
+      throw new UsageError(`config "push.${name}": unknown; known: contact, allowInsecure, apns, fcm, ${numbers.join(', ')}`);
     }
     out[name] = x;
   }
   return out as ServerConfig['push'];
+}
+
+/**
+ * Config file `push.apns` (`{teamId, keyId, privateKey, bundleId, endpoint?}`; `privateKey` a
+ * path to the .p8 file or the PEM itself) and `push.fcm` (`{projectId, serviceAccount,
+ * endpoint?}`; `serviceAccount` a path to the JSON key file). Paths are taken relative to the
+ * working directory; the server reads and checks the keys at start.
+ */
+function pushProvider(kind: 'apns' | 'fcm', v: unknown): Record<string, string> {
+  const fields = kind === 'apns' ? { required: ['teamId', 'keyId', 'privateKey', 'bundleId'], paths: ['privateKey'] } : { required: ['projectId', 'serviceAccount'], paths: ['serviceAccount'] };
+  const known = [...fields.required, 'endpoint'];
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new UsageError(`config "push.${kind}": expected an object with ${fields.required.join(', ')}`);
+  const out: Record<string, string> = {};
+  for (const [name, x] of Object.entries(v)) {
+    if (!known.includes(name)) throw new UsageError(`config "push.${kind}.${name}": unknown; known: ${known.join(', ')}`);
+    if (typeof x !== 'string' || x === '') throw new UsageError(`config "push.${kind}.${name}": expected a non-empty string`);
+    if (name === 'endpoint' && !/^https?:\/\/[^/\s]+\/?$/.test(x)) throw new UsageError(`config "push.${kind}.endpoint": expected an origin like https://host`);
+    out[name] = fields.paths.includes(name) && !x.includes('-----BEGIN') ? resolve(x) : x;
+  }
+  for (const name of fields.required) if (!(name in out)) throw new UsageError(`config "push.${kind}.${name}": required`);
+  return out;
 }
 
 /** Checks a peer URL: https, or http on a loopback host only (development and tests). */

@@ -33,6 +33,8 @@ export const USER_USAGE = `user commands (global: --profile DIR, --json):
   rendezvous device list | remove <id>
   rendezvous watch                                                   print messages live as they arrive
   rendezvous profile passphrase                                      set, change or remove the profile's passphrase
+  rendezvous push providers | list | remove <id>                     this device's push subscriptions
+  rendezvous push subscribe --endpoint URL --p256dh K --auth A | --apns TOKEN | --fcm TOKEN
 
   <topic> is a topic id or its title. The profile is encrypted with a passphrase when one is
   given (--passphrase prompts; or set RENDEZVOUS_PASSPHRASE for scripts).`;
@@ -103,6 +105,11 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
       file: { type: 'string' },
       out: { type: 'string' },
       force: { type: 'boolean' },
+      endpoint: { type: 'string' },
+      p256dh: { type: 'string' },
+      auth: { type: 'string' },
+      apns: { type: 'string' },
+      fcm: { type: 'string' },
     },
   });
   const values = parsed.values;
@@ -310,6 +317,8 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         throw new UsageError('device commands: link, join, list, remove');
       }
 
+      case 'push':
+        return pushCommand(c, ctx, positionals, values);
       case 'fetch-file': {
         const [ref, entry] = positionals;
         if (entry === undefined || !/^[0-9]{1,15}$/.test(entry)) throw new UsageError('fetch-file needs <topic> <entry> (the entry number rendezvous read shows)');
@@ -669,5 +678,49 @@ async function fetchFileCommand(c: Client, ctx: Ctx, topicId: string, index: num
       await fh.close().catch(() => undefined);
       await unlink(temp).catch(() => undefined);
     }
+  }
+}
+
+/** `push …`: this device's push subscriptions (docs/server.md §Push), e.g. for a native wrapper. */
+async function pushCommand(
+  c: import('@rendezvous/client').RendezvousClient,
+  ctx: Ctx,
+  positionals: string[],
+  values: { endpoint?: string; p256dh?: string; auth?: string; apns?: string; fcm?: string },
+): Promise<number> {
+  const line = (x: import('@rendezvous/client').PushSubscriptionInfo) =>
+    `${x.id}  ${x.kind}  ${x.kind === 'webpush' ? new URL(x.endpoint!).origin : `token ${x.token!.slice(0, 8)}…`}  since ${new Date(x.createdAt).toISOString()}`;
+  switch (positionals[0]) {
+    case 'providers': {
+      const p = await c.pushProviders();
+      ctx.out(`this server pushes through: ${p.join(', ')}`, { providers: p });
+      return 0;
+    }
+    case 'list': {
+      const list = await c.pushSubscriptions();
+      ctx.out(list.map(line).join('\n') || 'no push subscriptions on this device', { subscriptions: list });
+      return 0;
+    }
+    case 'subscribe': {
+      const { endpoint, p256dh, auth, apns, fcm } = values;
+      const given = [endpoint !== undefined, apns !== undefined, fcm !== undefined].filter(Boolean).length;
+      if (given !== 1) throw new UsageError('push subscribe needs one of: --endpoint URL --p256dh K --auth A (Web Push), --apns TOKEN, --fcm TOKEN');
+      let input: import('@rendezvous/client').PushSubscriptionInput;
+      if (endpoint !== undefined) {
+        if (p256dh === undefined || auth === undefined) throw new UsageError('a Web Push subscription needs --p256dh and --auth (from the browser’s PushSubscription)');
+        input = { endpoint, keys: { p256dh, auth } };
+      } else input = apns !== undefined ? { kind: 'apns', token: apns } : { kind: 'fcm', token: fcm! };
+      const r = await c.subscribePush(input);
+      ctx.out(`subscribed: ${line(r)}`, r);
+      return 0;
+    }
+    case 'remove': {
+      if (!positionals[1]) throw new UsageError('push remove needs <id> (see push list)');
+      await c.unsubscribePush(positionals[1]);
+      ctx.out(`push subscription ${positionals[1]} removed`, { removed: positionals[1] });
+      return 0;
+    }
+    default:
+      throw new UsageError('push commands: providers, list, subscribe, remove');
   }
 }

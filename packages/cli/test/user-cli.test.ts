@@ -92,6 +92,23 @@ describe('the rendezvous CLI', () => {
     assert.notEqual(r.code, 0);
   });
 
+  it('registers, lists and removes a push subscription of this device', async () => {
+    assert.match(await ok('carol', 'push', 'providers'), /webpush/);
+    // The browser's key must be a valid P-256 point: take one from node's ECDH.
+    const ecdh = (await import('node:crypto')).createECDH('prime256v1');
+    ecdh.generateKeys();
+    const sub = JSON.parse(
+      await ok('carol', 'push', 'subscribe', '--endpoint', 'https://93.184.216.34/push/cli', '--p256dh', ecdh.getPublicKey().toString('base64url'), '--auth', Buffer.alloc(16, 1).toString('base64url'), '--json'),
+    );
+    assert.equal(sub.kind, 'webpush');
+    const list = JSON.parse(await ok('carol', 'push', 'list', '--json')).subscriptions;
+    assert.deepEqual(list.map((x: { id: string }) => x.id), [sub.id]);
+    assert.match(await ok('carol', 'push', 'remove', sub.id), /removed/);
+    assert.match(await ok('carol', 'push', 'list'), /no push subscriptions/);
+    const missing = await as('carol', 'push', 'subscribe', '--endpoint', 'https://93.184.216.34/x');
+    assert.equal(missing.code, 2, 'a Web Push subscription without its keys is a usage error');
+  });
+
   it('sets, changes and removes a profile passphrase', async () => {
     const dir = profiles.get('alice')!;
     const file = () => readFileSync(join(dir, 'profile.bin'));

@@ -215,6 +215,31 @@ function badArg(field: string, what: string): RendezvousError {
 // ---- reading answers ------------------------------------------------------------------------
 
 /** One JSON object of an answer, read field by field; every failure names the field's path. */
+export type PushKind = 'webpush' | 'apns' | 'fcm';
+/** What `subscribePush` takes: a browser's PushSubscription JSON, or a native device token. */
+export type PushSubscriptionInput = { endpoint: string; keys: { p256dh: string; auth: string } } | { kind: 'apns' | 'fcm'; token: string };
+export interface PushSubscriptionInfo {
+  id: string;
+  kind: PushKind;
+  /** Web Push: the push service URL. */
+  endpoint?: string;
+  /** APNs / FCM: the device token. */
+  token?: string;
+  createdAt: number;
+}
+
+function pushKind(v: unknown, path: string): PushKind {
+  if (v === 'webpush' || v === 'apns' || v === 'fcm') return v;
+  throw malformed(path, 'a push provider (webpush, apns or fcm)');
+}
+
+function pushInfo(o: Obj): PushSubscriptionInfo {
+  const kind = o.has('kind') ? pushKind(o.str('kind', 16), 'kind') : 'webpush';
+  const id = o.str('id', 64);
+  const createdAt = o.int('createdAt');
+  return kind === 'webpush' ? { id, kind, endpoint: o.str('endpoint', 1024), createdAt } : { id, kind, token: o.str('token', 4096), createdAt };
+}
+
 class Obj {
   private constructor(
     private readonly v: Record<string, unknown>,
@@ -436,6 +461,38 @@ export class ServerApi {
 
   async deleteDevice(deviceId: string): Promise<void> {
     await this.json({ method: 'DELETE', path: `/v1/devices/${encodeURIComponent(deviceId)}`, retry: false });
+  }
+
+  // ---- §Push ---------------------------------------------------------------------------------------
+
+  /** The push providers this server sends through (`webpush`, and `apns`/`fcm` when configured). */
+  async pushProviders(): Promise<PushKind[]> {
+    const o = await this.json({ method: 'GET', path: '/v1/push/providers', retry: true, auth: false });
+    return o.list('providers', 8).map(({ item, path }) => pushKind(item, path));
+  }
+
+  /** The server's VAPID public key (RFC 8292): `applicationServerKey` for `pushManager.subscribe`. */
+  async vapidKey(): Promise<Uint8Array> {
+    const o = await this.json({ method: 'GET', path: '/v1/push/vapid', retry: true, auth: false });
+    return o.bytes('publicKey', 65);
+  }
+
+  /**
+   * Registers this device for push: a browser's `PushSubscription.toJSON()` (Web Push), or a
+   * native device token. Retried: the same endpoint or token again keeps its id.
+   */
+  async subscribePush(s: PushSubscriptionInput): Promise<PushSubscriptionInfo> {
+    const json = 'token' in s ? { kind: s.kind, token: s.token } : { kind: 'webpush', endpoint: s.endpoint, keys: { p256dh: s.keys.p256dh, auth: s.keys.auth } };
+    return pushInfo(await this.json({ method: 'POST', path: '/v1/push/subscriptions', json, retry: true }));
+  }
+
+  async listPush(): Promise<PushSubscriptionInfo[]> {
+    const o = await this.json({ method: 'GET', path: '/v1/push/subscriptions', retry: true });
+    return o.objs('subscriptions', 100).map(pushInfo);
+  }
+
+  async unsubscribePush(id: string): Promise<void> {
+    await this.json({ method: 'DELETE', path: `/v1/push/subscriptions/${encodeURIComponent(id)}`, retry: false });
   }
 
   // ---- §Key pools and bundles ------------------------------------------------------------------

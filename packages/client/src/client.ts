@@ -65,7 +65,7 @@ import {
   type TopicKeySecret,
   type TopicState,
 } from '@rendezvous/protocol';
-import { ServerApi, isPending, type WebSocketConstructor } from './api.ts';
+import { ServerApi, isPending, type PushKind, type PushSubscriptionInfo, type PushSubscriptionInput, type WebSocketConstructor } from './api.ts';
 import { Contacts, safetyNumber, type Contact } from './contacts.ts';
 import type { ProfileStore } from './profile-store.ts';
 import { TopicMirror, type Alarm, type HostKeyLookup, type MirrorSnapshot } from './topic-mirror.ts';
@@ -1384,6 +1384,31 @@ export class RendezvousClient {
 
   async devices() {
     return this.withSession(async () => (await this.api.listDevices()).map((d) => ({ deviceId: d.deviceId, createdAt: d.createdAt, current: d.deviceId === docOf(this).device.id })));
+  }
+
+  // ---- push (docs/server.md §Push): wake-ups that carry nothing; the woken device syncs -------
+
+  /** The push providers the home server sends through. */
+  async pushProviders(): Promise<PushKind[]> {
+    return this.api.pushProviders();
+  }
+
+  /** The home server's VAPID key, for `pushManager.subscribe({ applicationServerKey })`. */
+  async vapidKey(): Promise<Uint8Array> {
+    return this.api.vapidKey();
+  }
+
+  /** Registers this device for push (a browser PushSubscription's JSON, or an APNs/FCM token). */
+  async subscribePush(s: PushSubscriptionInput): Promise<PushSubscriptionInfo> {
+    return this.withSession(() => this.api.subscribePush(s));
+  }
+
+  async pushSubscriptions(): Promise<PushSubscriptionInfo[]> {
+    return this.withSession(() => this.api.listPush());
+  }
+
+  async unsubscribePush(id: string): Promise<void> {
+    await this.withSession(() => this.api.unsubscribePush(id));
   }
 }
 

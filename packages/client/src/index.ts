@@ -4,7 +4,16 @@
  */
 export { RendezvousClient, encodeSnapshot, decodeSnapshot } from './client.ts';
 export type { ClientOptions, TopicMessage, TopicView, SyncReport, SendResult, ChangeResult } from './client.ts';
-export { ServerApi, isPending, type Pending, type ForkReport, type ServerKeys } from './api.ts';
+export {
+  ServerApi,
+  isPending,
+  type Pending,
+  type ForkReport,
+  type ServerKeys,
+  type PushKind,
+  type PushSubscriptionInfo,
+  type PushSubscriptionInput,
+} from './api.ts';
 export { TopicMirror, type Alarm, type HostKeyLookup, type IdentityPins, type MirrorEntry, type MirrorSnapshot } from './topic-mirror.ts';
 export { Contacts, safetyNumber, type Contact } from './contacts.ts';
 export {

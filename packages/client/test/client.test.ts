@@ -344,3 +344,30 @@ describe('three users with two devices each', () => {
   });
 });
 
+
+describe('push subscriptions through the SDK (docs/server.md §Push)', () => {
+  it('reads the providers and the VAPID key, subscribes a browser subscription, lists and removes it', async () => {
+    const { c } = await newUser('pusher');
+    assert.deepEqual(await c.pushProviders(), ['webpush']);
+    const vapid = await c.vapidKey();
+    assert.equal(vapid.length, 65, 'an uncompressed P-256 point');
+    assert.equal(vapid[0], 4);
+    // What a browser's PushSubscription.toJSON() gives (an IP literal: no DNS needed to accept it;
+    // nothing is sent, this user is in no topic).
+    const ecdh = (await import('node:crypto')).createECDH('prime256v1');
+    ecdh.generateKeys();
+    const sub = {
+      endpoint: 'https://93.184.216.34/push/sdk-test',
+      keys: { p256dh: ecdh.getPublicKey().toString('base64url'), auth: Buffer.alloc(16, 7).toString('base64url') },
+    };
+    const added = await c.subscribePush(sub);
+    assert.equal(added.kind, 'webpush');
+    assert.equal(added.endpoint, sub.endpoint);
+    assert.deepEqual(await c.subscribePush(sub), added, 'the same subscription again keeps its id');
+    assert.deepEqual(await c.pushSubscriptions(), [added]);
+    await c.unsubscribePush(added.id);
+    assert.deepEqual(await c.pushSubscriptions(), []);
+    await rejects(c.unsubscribePush(added.id), 'push.unknown');
+    await rejects(c.subscribePush({ kind: 'apns', token: 'ab'.repeat(32) }), 'push.unsupported');
+  });
+});

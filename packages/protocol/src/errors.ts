@@ -92,6 +92,7 @@ export const ERROR_CODES = {
   'push.bad_keys': { status: 400, text: 'push subscription keys are not a P-256 public key and a 16-byte secret' },
   'push.too_many': { status: 409, text: 'the device has as many push subscriptions as allowed' },
   'push.unknown': { status: 404, text: 'no such push subscription' },
+  'push.unsupported': { status: 400, text: 'this server does not send push through that provider' },
   'request.too_large': { status: 413, text: 'request body is too large' },
   'request.bad_json': { status: 400, text: 'request body is not valid JSON' },
   'request.bad_field': { status: 400, text: 'a request field is missing or malformed' },

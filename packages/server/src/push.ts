@@ -1,6 +1,7 @@
 /**
- * Push notifications that reveal nothing (docs/server.md §Push): Web Push (RFC 8030) with
- * VAPID (RFC 8292) and payloads encrypted for the browser (RFC 8291), through `web-push`.
+ * Push notifications that reveal nothing (docs/server.md §Push), through three providers
+ * behind one interface (push/provider.ts): Web Push (RFC 8030, VAPID, RFC 8291 payloads;
+ * push/webpush.ts), Apple's APNs (push/apns.ts) and Google's FCM (push/fcm.ts).
  *
  * A push is only a wake-up: a constant, padded payload with no topic id, user name, key, size
  * hint or content. The woken device syncs over the API like any reconnecting device
@@ -14,64 +15,25 @@
  * Sending is off the request path: a bounded queue and a few workers, each send with a
  * timeout; 404/410 removes the subscription, 429/5xx and network errors retry with back-off.
  *
- * Endpoints are capability URLs (whoever knows one can push to that browser): only their
- * origin is ever logged. They are sent to over HTTPS only, and never to a private, loopback or
- * otherwise non-public address (no request forgery through a subscription), checked when a
- * subscription is added and again at every connection; `allowInsecure` lifts both rules for
- * development and tests and is never the default.
+ * Web Push endpoints are capability URLs sent to over public HTTPS only (push/webpush.ts);
+ * APNs and FCM tokens only ever go into the path or body of the operator-configured endpoint.
+ * Neither an endpoint's path nor a token is ever logged.
  */
-import { createRequire } from 'node:module';
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
-import { ECDH } from 'node:crypto';
-import { RendezvousError, fromBase64url, toBase64url } from '@rendezvous/protocol';
+import { RendezvousError, toBase64url } from '@rendezvous/protocol';
 import type { Caller } from './accounts.ts';
 import type { Context, ServerEvent } from './context.ts';
 import type { PushSubscriptionRow } from './storage/store.ts';
-import { hostOf, isNonPublicAddress, publicLookup, resolveAll } from './net-guard.ts';
+import { PUSH_KINDS, PUSH_LIMITS, type PushKind, type PushProvider, type SendResult } from './push/provider.ts';
+import { WebPushProvider, checkEndpoint, checkKeys, endpointOrigin, webpush } from './push/webpush.ts';
+import { ApnsProvider, isApnsToken, type ApnsOptions } from './push/apns.ts';
+import { FcmProvider, isFcmToken, type FcmOptions } from './push/fcm.ts';
 
 export { isNonPublicAddress } from './net-guard.ts';
-
-// web-push ships no types; this is the part of its API used here.
-interface WebPushLib {
-  generateVAPIDKeys(): { publicKey: string; privateKey: string };
-  generateRequestDetails(
-    subscription: { endpoint: string; keys: { p256dh: string; auth: string } },
-    payload: Buffer,
-    options: {
-      vapidDetails: { subject: string; publicKey: string; privateKey: string };
-      TTL: number;
-      urgency: 'very-low' | 'low' | 'normal' | 'high';
-      topic: string;
-      timeout: number;
-    },
-  ): { method: string; headers: Record<string, string | number>; body: Buffer | null; endpoint: string };
-}
-const webpush = createRequire(import.meta.url)('web-push') as WebPushLib;
-
-export const PUSH_LIMITS = {
-  subscriptionsPerDevice: 5,
-  /** Real endpoints are 150–400 characters. */
-  endpointMaxLength: 1024,
-  /** Size of the plaintext wake-up before encryption (RFC 8291 adds a constant 103 bytes). */
-  payloadBytes: 64,
-  /** How long a push service keeps an undelivered wake-up (RFC 8030 TTL, seconds). */
-  ttlSeconds: 24 * 60 * 60,
-} as const;
-
-/**
- * The one payload every push carries: `{"v":1,"t":"wake","p":"…"}` padded with spaces in `p`
- * to PUSH_LIMITS.payloadBytes. Always the same bytes, so its ciphertext always has the same size.
- */
-export const WAKE_PAYLOAD: Buffer = (() => {
-  const base = JSON.stringify({ v: 1, t: 'wake', p: '' });
-  const json = JSON.stringify({ v: 1, t: 'wake', p: ' '.repeat(PUSH_LIMITS.payloadBytes - base.length) });
-  return Buffer.from(json, 'utf8');
-})();
-
-/** RFC 8030 §5.4: a push service replaces an undelivered message with the same topic by the new one. */
-const PUSH_TOPIC = 'wake';
+export { PUSH_LIMITS, WAKE_PAYLOAD, APNS_PAYLOAD, FCM_DATA, type PushKind, type PushProvider, type SendResult } from './push/provider.ts';
+export { checkEndpoint, endpointOrigin } from './push/webpush.ts';
+export { APNS_PRODUCTION, APNS_SANDBOX, type ApnsOptions } from './push/apns.ts';
+export { FCM_ENDPOINT, GOOGLE_TOKEN_URI, fcmBody, type FcmOptions, type FcmServiceAccount } from './push/fcm.ts';
 
 export interface PushOptions {
   /**
@@ -93,81 +55,27 @@ export interface PushOptions {
   maxQueue?: number;
   /** Sends in flight at once (default 16). */
   concurrency?: number;
+  /** Apple Push Notification service; without it `apns` subscriptions are refused. */
+  apns?: ApnsOptions;
+  /** Firebase Cloud Messaging (HTTP v1); without it `fcm` subscriptions are refused. */
+  fcm?: FcmOptions;
 }
+
+/** What a device subscribes with: a Web Push subscription, or an APNs or FCM device token. */
+export type SubscribeInput = { kind: 'webpush'; endpoint: string; p256dh: string; auth: string } | { kind: 'apns' | 'fcm'; token: string };
 
 const VAPID_META = 'push_vapid_keys';
 const MAX_RETRY_DELAY_MS = 60_000;
 
-// ---------------------------------------------------------------------------------------------
-// Endpoint checks (no request forgery through a subscription)
-
-function badEndpoint(why: string): RendezvousError {
-  return new RendezvousError('push.bad_endpoint', `endpoint: ${why}`, { field: 'endpoint' });
-}
-
-/**
- * Checks an endpoint: an absolute https URL without credentials whose host is, or resolves
- * only to, public addresses. With `allowInsecure`, http and any address are accepted.
- */
-export async function checkEndpoint(endpoint: string, allowInsecure: boolean, resolve = resolveAll): Promise<URL> {
-  if (endpoint.length > PUSH_LIMITS.endpointMaxLength) throw badEndpoint(`longer than ${PUSH_LIMITS.endpointMaxLength} characters`);
-  let url: URL;
-  try {
-    url = new URL(endpoint);
-  } catch {
-    throw badEndpoint('not an absolute URL');
-  }
-  if (url.protocol !== 'https:' && !(allowInsecure && url.protocol === 'http:')) throw badEndpoint('must be an https URL');
-  if (url.username !== '' || url.password !== '') throw badEndpoint('must not carry credentials');
-  if (allowInsecure) return url;
-  const host = hostOf(url);
-  let addresses: string[];
-  if (isIP(host) !== 0) addresses = [host];
-  else {
-    try {
-      addresses = await resolve(host);
-    } catch {
-      throw badEndpoint('host does not resolve');
-    }
-  }
-  if (addresses.length === 0 || addresses.some(isNonPublicAddress)) throw badEndpoint('host is not a public address');
-  return url;
-}
-
-/** The subscription keys: an uncompressed P-256 point and a 16-byte secret (RFC 8291 §3). */
-function checkKeys(p256dh: string, auth: string): void {
-  let key: Uint8Array;
-  let secret: Uint8Array;
-  try {
-    key = fromBase64url(p256dh.replace(/=+$/, ''));
-    secret = fromBase64url(auth.replace(/=+$/, ''));
-  } catch {
-    throw new RendezvousError('push.bad_keys', 'keys: expected base64url');
-  }
-  if (key.length !== 65 || key[0] !== 4 || secret.length !== 16) throw new RendezvousError('push.bad_keys');
-  try {
-    ECDH.convertKey(Buffer.from(key), 'prime256v1', undefined, undefined, 'uncompressed');
-  } catch {
-    throw new RendezvousError('push.bad_keys', 'keys.p256dh: not a point on P-256');
-  }
-}
-
-/** An endpoint as it may be logged: its origin only (the path is the capability). */
-export function endpointOrigin(endpoint: string): string {
-  try {
-    return new URL(endpoint).origin;
-  } catch {
-    return '(invalid)';
-  }
+/** Where a subscription's pushes go, as it may be logged: an endpoint's origin, or the provider (never a token). */
+function whereOf(sub: PushSubscriptionRow): string {
+  return sub.kind === 'webpush' ? endpointOrigin(sub.endpoint) : sub.kind;
 }
 
 // ---------------------------------------------------------------------------------------------
 
-export interface SubscriptionJson {
-  id: string;
-  endpoint: string;
-  createdAt: number;
-}
+/** A subscription as the API shows it: a Web Push one by its endpoint, an APNs or FCM one by its token. */
+export type SubscriptionJson = { id: string; kind: PushKind; createdAt: number } & ({ endpoint: string } | { token: string });
 
 interface Job {
   sub: PushSubscriptionRow;
@@ -175,7 +83,9 @@ interface Job {
 }
 
 export class Push {
-  private readonly o: Required<Omit<PushOptions, 'contact'>> & { contact: string };
+  private readonly o: Required<Omit<PushOptions, 'contact' | 'apns' | 'fcm'>> & { contact: string };
+  /** The configured providers; Web Push is always there. */
+  private readonly providers = new Map<PushKind, PushProvider>();
   private isConnected: (deviceId: string) => boolean = () => false;
   private off: (() => void) | null = null;
   private closed = false;
@@ -207,6 +117,15 @@ export class Push {
       maxQueue: o.maxQueue ?? 10_000,
       concurrency: o.concurrency ?? 16,
     };
+    const { allowInsecure, contact, timeoutMs } = this.o;
+    this.providers.set('webpush', new WebPushProvider({ contact, publicKey, privateKey, allowInsecure, timeoutMs }));
+    if (o.apns !== undefined) this.providers.set('apns', new ApnsProvider(o.apns, ctx.now));
+    if (o.fcm !== undefined) this.providers.set('fcm', new FcmProvider(o.fcm, ctx.now));
+  }
+
+  /** The providers this server sends through, in a fixed order. */
+  get kinds(): PushKind[] {
+    return PUSH_KINDS.filter((k) => this.providers.has(k));
   }
 
   /**
@@ -232,25 +151,37 @@ export class Push {
    * `push` rate-limit token before reading the body; checks here run cheapest first, the DNS
    * lookup last.
    */
-  async subscribe(caller: Caller, input: { endpoint: string; p256dh: string; auth: string }): Promise<SubscriptionJson> {
-    checkKeys(input.p256dh, input.auth);
+  async subscribe(caller: Caller, input: SubscribeInput): Promise<SubscriptionJson> {
+    if (!this.providers.has(input.kind)) throw new RendezvousError('push.unsupported', `this server does not send ${input.kind} pushes`, { field: 'kind' });
+    let endpoint: string;
+    if (input.kind === 'webpush') {
+      checkKeys(input.p256dh, input.auth);
+      endpoint = input.endpoint;
+    } else {
+      endpoint = input.token;
+      if (input.kind === 'apns' ? !isApnsToken(endpoint) : !isFcmToken(endpoint)) {
+        const what = input.kind === 'apns' ? `hex, ${PUSH_LIMITS.apnsTokenMin}–${PUSH_LIMITS.apnsTokenMax} characters` : `[A-Za-z0-9_:-], at most ${PUSH_LIMITS.fcmTokenMax} characters`;
+        throw new RendezvousError('request.bad_field', `token: an ${input.kind} device token is ${what}`, { field: 'token' });
+      }
+    }
     const existing = await this.ctx.store.listPushSubscriptions(caller.deviceId);
-    if (existing.length >= PUSH_LIMITS.subscriptionsPerDevice && !existing.some((s) => s.endpoint === input.endpoint)) {
+    if (existing.length >= PUSH_LIMITS.subscriptionsPerDevice && !existing.some((s) => s.kind === input.kind && s.endpoint === endpoint)) {
       throw new RendezvousError('push.too_many', `a device holds at most ${PUSH_LIMITS.subscriptionsPerDevice} push subscriptions`);
     }
-    await checkEndpoint(input.endpoint, this.o.allowInsecure);
+    if (input.kind === 'webpush') await checkEndpoint(endpoint, this.o.allowInsecure);
     const row = await this.ctx.store.addPushSubscription(
       {
         id: toBase64url(this.ctx.random(16)),
         deviceId: caller.deviceId,
-        endpoint: input.endpoint,
-        p256dh: input.p256dh.replace(/=+$/, ''),
-        auth: input.auth.replace(/=+$/, ''),
+        kind: input.kind,
+        endpoint,
+        p256dh: input.kind === 'webpush' ? input.p256dh.replace(/=+$/, '') : '',
+        auth: input.kind === 'webpush' ? input.auth.replace(/=+$/, '') : '',
         createdAt: this.ctx.now(),
       },
       PUSH_LIMITS.subscriptionsPerDevice,
     );
-    this.ctx.log.info({ deviceId: caller.deviceId, subscription: row.id, origin: endpointOrigin(row.endpoint) }, 'push subscription added');
+    this.ctx.log.info({ deviceId: caller.deviceId, subscription: row.id, origin: whereOf(row) }, 'push subscription added');
     return json(row);
   }
 
@@ -283,6 +214,7 @@ export class Push {
     this.queue.length = 0;
     this.abort.abort();
     await this.idle();
+    for (const p of this.providers.values()) p.close();
   }
 
   /** Resolves when nothing is being sent (tests; shutdown). */
@@ -347,39 +279,44 @@ export class Push {
 
   private async run(job: Job): Promise<void> {
     const { sub } = job;
-    const origin = endpointOrigin(sub.endpoint);
+    const origin = whereOf(sub);
     let retry = false;
     try {
-      let status = 0;
-      let retryAfter: string | undefined;
+      const provider = this.providers.get(sub.kind);
+      if (provider === undefined) {
+        // Subscribed while the provider was configured; kept for when it is again.
+        this.ctx.metrics.pushes.inc({ outcome: 'failed' });
+        this.ctx.log.warn({ subscription: sub.id, origin }, 'push provider not configured; wake-up dropped');
+        return;
+      }
+      let r: SendResult = { outcome: 'retry', status: 0 };
       let failure: string | undefined;
       try {
-        const r = await this.deliver(sub);
-        status = r.status;
-        retryAfter = typeof r.headers['retry-after'] === 'string' ? r.headers['retry-after'] : undefined;
+        r = await provider.send(sub, AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.timeoutMs)]));
       } catch (err) {
         if (this.closed) return;
         failure = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
       }
-      if (status >= 200 && status < 300) {
+      const { status, retryAfter, reason } = r;
+      if (r.outcome === 'sent') {
         this.ctx.metrics.pushes.inc({ outcome: 'sent' });
-      } else if (status === 404 || status === 410) {
-        // The browser unsubscribed or the subscription expired: it will never work again.
+      } else if (r.outcome === 'gone') {
+        // The app or browser unsubscribed, or the subscription expired: it will never work again.
         await this.ctx.store.deletePushSubscription(sub.deviceId, sub.id);
         this.ctx.metrics.pushes.inc({ outcome: 'removed' });
-        this.ctx.log.info({ deviceId: sub.deviceId, subscription: sub.id, origin, status }, 'push subscription gone; removed');
-      } else if (status === 0 || status === 429 || status >= 500) {
+        this.ctx.log.info({ deviceId: sub.deviceId, subscription: sub.id, origin, status, reason }, 'push subscription gone; removed');
+      } else if (r.outcome === 'retry') {
         if (job.attempt + 1 < this.o.maxAttempts && !this.closed) {
           retry = true;
           this.ctx.metrics.pushes.inc({ outcome: 'retried' });
           this.later(job, retryDelay(this.o.retryBaseMs, job.attempt, retryAfter));
         } else {
           this.ctx.metrics.pushes.inc({ outcome: 'failed' });
-          this.ctx.log.warn({ subscription: sub.id, origin, status, failure, attempts: job.attempt + 1 }, 'push failed; giving up on this wake-up');
+          this.ctx.log.warn({ subscription: sub.id, origin, status, reason, failure, attempts: job.attempt + 1 }, 'push failed; giving up on this wake-up');
         }
       } else {
         this.ctx.metrics.pushes.inc({ outcome: 'failed' });
-        this.ctx.log.warn({ subscription: sub.id, origin, status }, 'push refused by the push service');
+        this.ctx.log.warn({ subscription: sub.id, origin, status, reason }, 'push refused by the push service');
       }
     } catch (err) {
       this.ctx.metrics.pushes.inc({ outcome: 'failed' });
@@ -409,48 +346,12 @@ export class Push {
     timer.unref();
     this.retries.add(timer);
   }
-
-  /** One POST to the push service: the encrypted wake-up with its VAPID Authorization. */
-  private deliver(sub: PushSubscriptionRow): Promise<{ status: number; headers: IncomingHttpHeaders }> {
-    const details = webpush.generateRequestDetails({ endpoint: sub.endpoint, keys: { p256dh: sub.p256dh, auth: sub.auth } }, WAKE_PAYLOAD, {
-      vapidDetails: { subject: this.o.contact, publicKey: this.publicKey, privateKey: this.privateKey },
-      TTL: PUSH_LIMITS.ttlSeconds,
-      urgency: 'high',
-      topic: PUSH_TOPIC,
-      timeout: this.o.timeoutMs,
-    });
-    const url = new URL(sub.endpoint);
-    const host = hostOf(url);
-    // Re-checked at every send: the row may predate a configuration change.
-    if (!this.o.allowInsecure && (url.protocol !== 'https:' || (isIP(host) !== 0 && isNonPublicAddress(host)))) {
-      return Promise.reject(Object.assign(new Error('push endpoint is not public https'), { code: 'EPUSHPRIVATE' }));
-    }
-    const options: RequestOptions = {
-      hostname: host,
-      port: url.port === '' ? undefined : Number(url.port),
-      path: url.pathname + url.search,
-      method: 'POST',
-      headers: details.headers,
-      timeout: this.o.timeoutMs,
-      signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.timeoutMs)]),
-      lookup: this.o.allowInsecure ? undefined : (publicLookup as RequestOptions['lookup']),
-    };
-    return new Promise((resolve, reject) => {
-      const req: ClientRequest = (url.protocol === 'https:' ? httpsRequest : httpRequest)(options, (res) => {
-        // The answer's body is of no use; read (and drop) it so the socket is freed.
-        res.on('data', () => undefined);
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
-        res.on('error', reject);
-      });
-      req.on('timeout', () => req.destroy(Object.assign(new Error('push send timed out'), { code: 'ETIMEDOUT' })));
-      req.on('error', reject);
-      req.end(details.body ?? undefined);
-    });
-  }
 }
 
 function json(row: PushSubscriptionRow): SubscriptionJson {
-  return { id: row.id, endpoint: row.endpoint, createdAt: row.createdAt };
+  return row.kind === 'webpush'
+    ? { id: row.id, kind: row.kind, endpoint: row.endpoint, createdAt: row.createdAt }
+    : { id: row.id, kind: row.kind, token: row.endpoint, createdAt: row.createdAt };
 }
 
 /** Exponential back-off from `base`, or the push service's Retry-After (seconds) when longer; at most a minute. */

@@ -51,7 +51,7 @@ export interface ServerConfig {
   /** File caps (`{"maxBlobBytes": …, "blobBytesPerUser": …}`). */
   limits?: ContextOptions['limits'];
   /**
-   * Push (docs/server.md §Push): `{"contact": "mailto:…", "coalesceMs": 2000, …}`.
+   * Push (docs/server.md §Push): `{"contact": "mailto:…", "coalesceMs": 2000, "apns": {…}, "fcm": {…}, …}`.
    * `allowInsecure: true` (http and private/loopback endpoints) is for development and tests only.
    */
   push?: PushOptions;
@@ -152,10 +152,12 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     log.warn('federation: allowPrivate is on: discovered servers may resolve to private and loopback addresses (development only)');
   }
   if (config.federation?.testing !== undefined) log.warn({ testing: config.federation.testing }, 'federation: testing hooks are set (tests only)');
+  // Before the admin token is announced: a push misconfiguration (a key file, an endpoint) stops the start first.
+  const push = await Push.create(ctx, config.push);
   await initAdminToken(ctx, config.adminToken, config.announce ?? ((l) => console.log(l)));
 
-  const push = await Push.create(ctx, config.push);
   if (config.push?.allowInsecure === true) log.warn('push: allowInsecure is on: http and private-address push endpoints are accepted (development only)');
+  log.info({ providers: push.kinds }, 'push providers');
 
   let ready = true;
   const app = createApp(ctx, { isReady: () => ready, trustProxy: config.trustProxy ?? false, corsOrigins: config.corsOrigins ?? '*', push });

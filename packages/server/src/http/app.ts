@@ -289,15 +289,24 @@ export function createApp(
   const push = opts.push;
   if (push !== undefined) {
     app.get('/v1/push/vapid', (c) => c.json({ publicKey: push.publicKey }));
+    app.get('/v1/push/providers', (c) => c.json({ providers: push.kinds }));
     app.post('/v1/push/subscriptions', auth, async (c) => {
       ctx.rate.take('push', c.get('caller').deviceId);
       const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+      const kind = body.kind ?? 'webpush';
+      if (kind === 'apns' || kind === 'fcm') {
+        // Length and alphabet are checked by push.subscribe (after push.unsupported).
+        const r = await push.subscribe(c.get('caller'), { kind, token: str(body, 'token', PUSH_LIMITS.fcmTokenMax) });
+        return c.json(r, 201);
+      }
+      if (kind !== 'webpush') throw new RendezvousError('request.bad_field', 'kind: expected webpush, apns or fcm', { field: 'kind' });
       const keys = body.keys;
       if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) {
         throw new RendezvousError('request.bad_field', 'keys: expected {p256dh, auth}', { field: 'keys' });
       }
       const k = keys as Record<string, unknown>;
       const r = await push.subscribe(c.get('caller'), {
+        kind: 'webpush',
         endpoint: str(body, 'endpoint', PUSH_LIMITS.endpointMaxLength),
         p256dh: str(k, 'p256dh', 128),
         auth: str(k, 'auth', 64),

@@ -319,6 +319,31 @@ CREATE TABLE forks (
 CREATE INDEX forks_by_topic ON forks (topic_id, id);
 `,
   },
+  {
+    // Push providers besides Web Push (docs/server.md §Push): a subscription gets a kind, and
+    // for `apns` and `fcm` its endpoint column holds the device token (keys empty). The unique
+    // key gains the kind, so a token can never be mistaken for another provider's. SQLite
+    // cannot change a table's UNIQUE constraint in place: the table is rebuilt (nothing
+    // references it); existing rows become `webpush`.
+    version: 6,
+    name: 'push subscription kinds',
+    sql: `
+CREATE TABLE push_subscriptions_v6 (
+  id         TEXT PRIMARY KEY,
+  device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+  kind       TEXT NOT NULL CHECK (kind IN ('webpush', 'apns', 'fcm')),
+  endpoint   TEXT NOT NULL,
+  p256dh     TEXT NOT NULL,
+  auth       TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  UNIQUE (device_id, kind, endpoint)
+) STRICT;
+INSERT INTO push_subscriptions_v6 (id, device_id, kind, endpoint, p256dh, auth, created_at)
+  SELECT id, device_id, 'webpush', endpoint, p256dh, auth, created_at FROM push_subscriptions;
+DROP TABLE push_subscriptions;
+ALTER TABLE push_subscriptions_v6 RENAME TO push_subscriptions;
+`,
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -49,7 +49,7 @@ export async function openSqliteStore(path: string, opts: SqliteStoreOptions = {
 interface PinDb { id: string; user: string; pin_hash: Buffer; expires_at: number; tries_left: number; created_at: number }
 interface UserDb { user: string; identity_key: Buffer; created_at: number }
 interface DeviceDb { device_id: string; user: string; cert: Buffer; created_at: number }
-interface PushDb { id: string; device_id: string; endpoint: string; p256dh: string; auth: string; created_at: number }
+interface PushDb { id: string; device_id: string; kind: PushSubscriptionRow['kind']; endpoint: string; p256dh: string; auth: string; created_at: number }
 interface SessionDb { token_hash: Buffer; device_id: string; user: string; created_at: number; expires_at: number }
 interface TopicDb { topic_id: Buffer; host: string; size: number; epoch_start_size: number; checkpoint: Buffer; created_at: number }
 interface MemberDb { member_id: number; user: string; role: MemberRow['role'] }
@@ -381,7 +381,7 @@ export class SqliteStore implements Store {
   async addPushSubscription(row: PushSubscriptionRow, max: number): Promise<PushSubscriptionRow> {
     return this.write(() => {
       if (this.q('SELECT 1 FROM devices WHERE device_id = ?').get(row.deviceId) === undefined) throw new RendezvousError('device.unknown');
-      const old = this.q('SELECT * FROM push_subscriptions WHERE device_id = ? AND endpoint = ?').get(row.deviceId, row.endpoint) as
+      const old = this.q('SELECT * FROM push_subscriptions WHERE device_id = ? AND kind = ? AND endpoint = ?').get(row.deviceId, row.kind, row.endpoint) as
         | PushDb
         | undefined;
       if (old !== undefined) {
@@ -390,9 +390,10 @@ export class SqliteStore implements Store {
       }
       const n = (this.q('SELECT count(*) AS n FROM push_subscriptions WHERE device_id = ?').get(row.deviceId) as { n: number }).n;
       if (n >= max) throw new RendezvousError('push.too_many', `a device holds at most ${max} push subscriptions`);
-      this.q('INSERT INTO push_subscriptions (id, device_id, endpoint, p256dh, auth, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+      this.q('INSERT INTO push_subscriptions (id, device_id, kind, endpoint, p256dh, auth, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
         row.id,
         row.deviceId,
+        row.kind,
         row.endpoint,
         row.p256dh,
         row.auth,
@@ -1013,7 +1014,7 @@ function userRow(r: UserDb): UserRow {
 }
 
 function pushRow(r: PushDb): PushSubscriptionRow {
-  return { id: r.id, deviceId: r.device_id, endpoint: r.endpoint, p256dh: r.p256dh, auth: r.auth, createdAt: r.created_at };
+  return { id: r.id, deviceId: r.device_id, kind: r.kind, endpoint: r.endpoint, p256dh: r.p256dh, auth: r.auth, createdAt: r.created_at };
 }
 
 function deviceRow(r: DeviceDb): DeviceRow {

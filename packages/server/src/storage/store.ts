@@ -143,14 +143,19 @@ export interface EventRow {
   createdAt: number;
 }
 
-/** A device's Web Push subscription (docs/server.md §Push): where and how to wake it. */
+/** A device's push subscription (docs/server.md §Push): where and how to wake it. */
 export interface PushSubscriptionRow {
   /** Random public id (base64url), for the device to list and delete it. */
   id: string;
   deviceId: string;
-  /** The push service URL (a capability: whoever knows it can push to the browser). */
+  /** The provider: Web Push, Apple Push Notification service, Firebase Cloud Messaging. */
+  kind: 'webpush' | 'apns' | 'fcm';
+  /**
+   * `webpush`: the push service URL (a capability: whoever knows it can push to the browser);
+   * `apns`, `fcm`: the device token. One (kind, endpoint) appears once per device.
+   */
   endpoint: string;
-  /** The browser's P-256 public key (65 bytes, uncompressed) and auth secret (16 bytes), base64url (RFC 8291). */
+  /** Web Push only (empty otherwise): the browser's P-256 public key (65 bytes, uncompressed) and auth secret (16 bytes), base64url (RFC 8291). */
   p256dh: string;
   auth: string;
   createdAt: number;
@@ -204,8 +209,8 @@ export interface Store {
 
   // ---- push subscriptions (docs/server.md §Push) ----------------------------------------------
   /**
-   * Adds a subscription of an existing device. The same endpoint again for the same device
-   * replaces its keys and keeps its id and creation time (a browser re-subscribing); the
+   * Adds a subscription of an existing device. The same kind and endpoint (or token) again for
+   * the same device replaces its keys and keeps its id and creation time (a re-subscribing); the
    * stored row is returned. Fails with `push.too_many` (adding nothing) if the device would
    * hold more than `max`, and with `device.unknown` if the device does not exist.
    */

@@ -439,6 +439,7 @@ export function storeConformance(
       const sub = (id: string, deviceId: string, endpoint = `https://push.example/${id}`, createdAt = NOW): PushSubscriptionRow => ({
         id,
         deviceId,
+        kind: 'webpush',
         endpoint,
         p256dh: `p256dh-${id}`,
         auth: `auth-${id}`,
@@ -501,6 +502,40 @@ export function storeConformance(
         assert.deepEqual(await s.listPushSubscriptions('a2'), []);
         assert.deepEqual(await s.pushSubscriptionsOfUser(alice), []);
         assert.deepEqual((await s.pushSubscriptionsOfUser(bob)).map((x) => x.id), ['s3']);
+      });
+    });
+
+    // ---- push subscription kinds (APNs and FCM device tokens; docs/server.md §Push) ------------
+    describe('push subscription kinds', () => {
+      const alice = 'alice@alpha.example';
+      const token = (id: string, deviceId: string, kind: PushSubscriptionRow['kind'], endpoint: string, createdAt = NOW): PushSubscriptionRow => ({
+        id,
+        deviceId,
+        kind,
+        endpoint,
+        p256dh: '',
+        auth: '',
+        createdAt,
+      });
+
+      it('keeps the kind; the same token under another kind is another subscription; same kind and token keeps the id', async () => {
+        await addUser(s, alice, 'a1');
+        const apns = token('k1', 'a1', 'apns', 'ab'.repeat(32));
+        assert.deepEqual(await s.addPushSubscription(apns, 5), apns);
+        // The same string as an FCM token (hex is a valid FCM alphabet) is not the APNs one.
+        const fcm = token('k2', 'a1', 'fcm', 'ab'.repeat(32), NOW + 1);
+        assert.deepEqual(await s.addPushSubscription(fcm, 5), fcm);
+        // Re-registering the same APNs token answers the stored row.
+        assert.deepEqual(await s.addPushSubscription(token('k9', 'a1', 'apns', 'ab'.repeat(32), NOW + 9), 5), apns);
+        const web = { ...token('k3', 'a1', 'webpush', 'https://push.example/k3', NOW + 2), p256dh: 'key', auth: 'secret' };
+        await s.addPushSubscription(web, 5);
+        assert.deepEqual(await s.listPushSubscriptions('a1'), [apns, fcm, web]);
+        assert.deepEqual((await s.pushSubscriptionsOfUser(alice)).map((x) => x.kind), ['apns', 'fcm', 'webpush']);
+        // The cap counts every kind.
+        await s.addPushSubscription(token('k4', 'a1', 'fcm', 'x4', NOW + 3), 4);
+        await rejectsWith(s.addPushSubscription(token('k5', 'a1', 'apns', 'cd'.repeat(32)), 4), 'push.too_many');
+        assert.equal(await s.deletePushSubscription('a1', 'k1'), true);
+        assert.deepEqual((await s.listPushSubscriptions('a1')).map((x) => x.id), ['k2', 'k3', 'k4']);
       });
     });
 
