@@ -368,6 +368,24 @@ describe('federation: a server speaks only for its own users and topics', () => 
     assert.equal(r.body.error.code, 'federation.forbidden');
   });
 
+  it('a host cannot start a replica on a server none of whose users it added', async () => {
+    const alone = await ScriptedTopic.create(alpha.t, 'alpha.test', alphaKey, [
+      { user: alice, role: 'admin' },
+      { user: bob, role: 'participant' },
+    ]);
+    const [e0] = await alpha.server.ctx.store.getEntries(alone.id, 0, 1);
+    const path = `/v1/federation/topics/${toBase64url(alone.id)}/entries`;
+    const body = { entries: [{ index: 0, entry: toBase64url(e0!.entry) }], checkpoint: toBase64url(e0!.checkpoint!) };
+    const noJoin = await signedPost(alpha, gamma, path, body);
+    assert.equal(noJoin.status, 403);
+    assert.equal(noJoin.body.error.code, 'federation.forbidden');
+    // A real update of the log, proven in it, that adds nobody of gamma's.
+    const wrongJoin = await signedPost(alpha, gamma, path, { ...body, join: { index: 0, entry: body.entries[0]!.entry, proof: [], checkpoint: body.checkpoint } });
+    assert.equal(wrongJoin.status, 403);
+    assert.match(wrongJoin.body.error.message, /adds nobody registered here/);
+    assert.equal(await gamma.server.ctx.store.getTopic(alone.id), null, 'gamma keeps nothing');
+  });
+
   it('a claim for a claimer of another server is refused', async () => {
     const r = await signedPost(gamma, beta, `/v1/federation/users/${encodeURIComponent(bob.user)}/topic-keys/claim`, { claimer: alice.user });
     assert.equal(r.status, 403);

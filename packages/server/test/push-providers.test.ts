@@ -34,7 +34,7 @@ import { APNS_PAYLOAD, FCM_DATA, PUSH_LIMITS, Push, fcmBody } from '../src/push.
 import { MIGRATIONS } from '../src/storage/migrations.ts';
 import { openSqliteStore } from '../src/storage/sqlite.ts';
 import { ScriptedUser, call, expectError, issuePin, overHttp, socketServer, testServer, type Transport } from './helpers.ts';
-import { ScriptedTopic, token as session } from './topic-client.ts';
+import { ScriptedTopic, token as session, postAndSync, topicOf as topicOfMembers } from './topic-client.ts';
 
 const COALESCE_MS = 600;
 const TEAM_ID = 'TEAM123456';
@@ -346,21 +346,8 @@ async function user(name: string, devices = 1, tr = t, host = server.name): Prom
   return u;
 }
 
-function topicOf(...members: ScriptedUser[]): Promise<ScriptedTopic> {
-  return ScriptedTopic.create(
-    t,
-    server.name,
-    server.ctx.serverKey,
-    members.map((u, i) => ({ user: u, role: i === 0 ? ('admin' as const) : ('participant' as const) })),
-  );
-}
-
-async function post(topic: ScriptedTopic, u: ScriptedUser, text: string, device = 0): Promise<number> {
-  const r = await topic.post(u, topic.message(u, text), undefined, device);
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  await topic.sync(u);
-  return r.body.index;
-}
+const topicOf = (...members: ScriptedUser[]) => topicOfMembers(t, server, ...members);
+const post = postAndSync;
 
 async function metric(outcome: string): Promise<number> {
   const text = await (await fetch(`${server.url}/metrics`)).text();

@@ -20,7 +20,7 @@ import type { RunningServer } from '../src/server.ts';
 import { PUSH_LIMITS, Push, WAKE_PAYLOAD, checkEndpoint, isNonPublicAddress, retryDelay } from '../src/push.ts';
 import { createApp } from '../src/http/app.ts';
 import { GENEROUS_RATES, ScriptedUser, call, expectError, inProcess, issuePin, overHttp, socketServer, testServer, type Transport } from './helpers.ts';
-import { ScriptedTopic, token } from './topic-client.ts';
+import { ScriptedTopic, token, postAndSync, topicOf as topicOfMembers } from './topic-client.ts';
 
 const ece = createRequire(import.meta.url)('http_ece') as {
   decrypt(buffer: Buffer, params: { version: 'aes128gcm'; privateKey: ECDH; authSecret: string }): Buffer;
@@ -142,21 +142,8 @@ async function subscribe(u: ScriptedUser, device = 0): Promise<Subscriber> {
   return s;
 }
 
-function topicOf(...members: ScriptedUser[]): Promise<ScriptedTopic> {
-  return ScriptedTopic.create(
-    t,
-    server.name,
-    server.ctx.serverKey,
-    members.map((u, i) => ({ user: u, role: i === 0 ? ('admin' as const) : ('participant' as const) })),
-  );
-}
-
-async function post(topic: ScriptedTopic, u: ScriptedUser, text: string, device = 0): Promise<number> {
-  const r = await topic.post(u, topic.message(u, text), undefined, device);
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  await topic.sync(u);
-  return r.body.index;
-}
+const topicOf = (...members: ScriptedUser[]) => topicOfMembers(t, server, ...members);
+const post = postAndSync;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Long enough for any wake-up a test caused to have been sent. */

@@ -255,3 +255,25 @@ export function attachTopic(t: Transport, host: string, serverKey: Uint8Array, i
   }
   return topic;
 }
+
+/** A topic on `server` created by `members[0]` (admin), with the others as participants. */
+export function topicOf(
+  t: Transport,
+  server: { name: string; ctx: { serverKey: Uint8Array } },
+  ...members: ScriptedUser[]
+): Promise<ScriptedTopic> {
+  return ScriptedTopic.create(
+    t,
+    server.name,
+    server.ctx.serverKey,
+    members.map((u, i) => ({ user: u, role: i === 0 ? ('admin' as const) : ('participant' as const) })),
+  );
+}
+
+/** Posts a text as `u` (from `device`), expects 201, syncs; returns the entry's index. */
+export async function postAndSync(topic: ScriptedTopic, u: ScriptedUser, text: string, device = 0): Promise<number> {
+  const r = await topic.post(u, topic.message(u, text), undefined, device);
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  await topic.sync(u);
+  return r.body.index;
+}

@@ -46,6 +46,10 @@ import {
   treeHashIndexes,
   verifyCheckpoint,
   verifyCosignature,
+  verifyInclusion,
+  verifyTopicKey,
+  inclusionProof,
+  inclusionProofIndexes,
   type Checkpoint,
   type EntryType,
   type TopicState,
@@ -128,6 +132,7 @@ export async function deliverReplication(ctx: Context, r: ReplicationRow): Promi
   const res = await ctx.federation.request(r.server, 'POST', path, {
     entries: batch.map((e) => ({ index: e.index, entry: toBase64url(e.entry) })),
     checkpoint: toBase64url(checkpoint),
+    ...(r.nextIndex === 0 ? { join: await joinProof(ctx, r.topicId, r.server) } : {}),
   });
   const last = batch[batch.length - 1]!.index;
   ctx.metrics.federation.inc({ kind: 'entries', outcome: res.status === 200 ? 'delivered' : res.status >= 500 ? 'failed' : 'refused' });
@@ -157,6 +162,33 @@ export async function deliverReplication(ctx: Context, r: ReplicationRow): Promi
 
 /** A member server refused one topic's delivery (a 4xx): that topic waits, the others go on. */
 export class RefusedTopic extends Error {}
+
+/**
+ * What a server starting a replica asks for (protocol §17.4): the update that brought its
+ * first user in, with an inclusion proof against the host's current checkpoint, so a server
+ * never keeps a topic none of its users was ever added to.
+ */
+async function joinProof(ctx: Context, topicId: Uint8Array, server: string): Promise<Record<string, unknown>> {
+  const row = await ctx.store.getTopic(topicId);
+  if (row === null) throw new RendezvousError('topic.unknown');
+  const cp = decodeCheckpoint(row.checkpoint);
+  for (const e of await ctx.store.getUpdates(topicId)) {
+    if (e.index >= cp.size) break;
+    if (incomingUsers(decodeLogEntry(e.entry).body).some((u) => parseUserId(u).server === server)) {
+      const indexes = inclusionProofIndexes(e.index, cp.size);
+      const got = await ctx.store.readHashes(topicId, indexes);
+      const proof = inclusionProof(ctx.crypto, e.index, cp.size, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
+      return { index: e.index, entry: toBase64url(e.entry), proof: proof.map(toBase64url), checkpoint: toBase64url(row.checkpoint) };
+    }
+  }
+  throw new Error(`topic ${toHex(topicId)} never had a member of ${server}`);
+}
+
+/** The users a create or add update brings in. */
+function incomingUsers(updateBody: Uint8Array): string[] {
+  const a = decodeTopicUpdate(updateBody).action;
+  return (a.type === 'create' ? a.members : a.type === 'add' ? [a.member] : []).map((m) => m.topicKey.user);
+}
 
 function errorOf(body: Record<string, unknown>): { code?: string; message?: string; details?: Record<string, unknown> } {
   const e = body.error;
@@ -206,6 +238,8 @@ async function acceptWitness(ctx: Context, topicId: Uint8Array, witness: string,
 export interface Delivery {
   entries: { index: number; entry: Uint8Array }[];
   checkpoint: Uint8Array;
+  /** Required to start a replica: the update that added a user of this server, proven in the log. */
+  join?: { index: number; entry: Uint8Array; proof: Uint8Array[]; checkpoint: Uint8Array };
 }
 
 /**
@@ -229,6 +263,7 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
     if ((await ctx.store.listForks(topicId)).length > 0) {
       throw new RendezvousError('log.fork', 'this server detected a fork of the topic and no longer follows its host');
     }
+    if (row === null) await checkJoin(ctx, host, topicId, d.join);
     const size = t?.size ?? 0;
     const first = d.entries[0]!.index;
     // 1. Past the end: the host must resend from what this server has.
@@ -295,6 +330,38 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
     await recheckWitnesses(ctx, topicId, size, newSize);
     return { size: newSize, cosignature };
   });
+}
+
+/**
+ * A new replica is only started for a topic one of this server's users was added to: the
+ * update that added them, included in a checkpoint the host signed, with the user's topic key
+ * certified by the identity key registered here (which the host cannot forge).
+ */
+async function checkJoin(ctx: Context, host: string, topicId: Uint8Array, join: Delivery['join']): Promise<void> {
+  const refuse = (why: string) => new RendezvousError('federation.forbidden', `no user of ${ctx.name} is a member of this topic: ${why}`);
+  if (join === undefined) throw refuse('a first delivery must prove the update that added one');
+  const cp = await hostCheckpoint(ctx, host, topicId, join.checkpoint);
+  if (!Number.isSafeInteger(join.index) || join.index < 0 || join.index >= cp.size) throw refuse('the joining update is outside the checkpoint');
+  try {
+    verifyInclusion(ctx.crypto, join.index, cp.size, entryLeafHash(ctx.crypto, join.entry), join.proof, cp.root);
+  } catch {
+    throw refuse('the joining update is not in the log the host signed');
+  }
+  const le = decodeLogEntry(join.entry);
+  if (le.type !== 'update') throw refuse('the joining entry is not an update');
+  const a = decodeTopicUpdate(le.body).action;
+  for (const m of a.type === 'create' ? a.members : a.type === 'add' ? [a.member] : []) {
+    if (parseUserId(m.topicKey.user).server !== ctx.name) continue;
+    const u = await ctx.store.getUser(m.topicKey.user);
+    if (u === null) continue;
+    try {
+      verifyTopicKey(ctx.crypto, m.topicKey, u.identityKey);
+      return;
+    } catch {
+      // not certified by this user: look at the next member
+    }
+  }
+  throw refuse('the update adds nobody registered here with a key they certified');
 }
 
 function hostOfCreate(e: { index: number; entry: Uint8Array }): string {

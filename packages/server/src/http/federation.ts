@@ -94,7 +94,20 @@ export function registerFederationRoutes(app: Hono<any>, ctx: Context): void {
       }
       return { index: x.index, entry: bytesField(x, 'entry', MAX_ENTRY_BODY + 64) };
     });
-    return c.json(await receiveEntries(ctx, origin, topicId, { entries, checkpoint: bytesField(o, 'checkpoint', 1024) }));
+    let join;
+    if (o.join !== undefined) {
+      const j = (typeof o.join === 'object' && o.join !== null ? o.join : {}) as Record<string, unknown>;
+      if (typeof j.index !== 'number' || !Array.isArray(j.proof) || j.proof.length > 64) {
+        throw new RendezvousError('request.bad_field', 'join: {index, entry, proof, checkpoint}', { field: 'join' });
+      }
+      join = {
+        index: j.index,
+        entry: bytesField(j, 'entry', MAX_ENTRY_BODY + 64),
+        proof: j.proof.map((_: unknown, i: number) => bytesField(j.proof as unknown as Record<string, unknown>, String(i), 32)),
+        checkpoint: bytesField(j, 'checkpoint', 1024),
+      };
+    }
+    return c.json(await receiveEntries(ctx, origin, topicId, { entries, checkpoint: bytesField(o, 'checkpoint', 1024), join }));
   });
   app.post('/v1/federation/topics/:topicId/submit', async (c) => {
     const topicId = topicIdOf(c.req.param('topicId'));
