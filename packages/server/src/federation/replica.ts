@@ -282,7 +282,7 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
     const cp = await hostCheckpoint(ctx, host, topicId, d.checkpoint);
     const fresh = d.entries.filter((e) => e.index >= size);
     const newSize = first + d.entries.length;
-    // 4. The checkpoint is of the log this delivery ends.
+    // 3. The host's checkpoint, of the log this delivery ends (one signature, before the entries' many).
     if (cp.size !== newSize) throw new RendezvousError('log.bad_checkpoint', `checkpoint of ${cp.size} entries for a delivery ending at ${newSize}`);
     if (fresh.length === 0) {
       // A redelivery ends at the head it ended at before, at the latest: a host that delivers
@@ -296,7 +296,7 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
       await compareWithOwnLog(ctx, topicId, origin, cp, d.checkpoint);
       return { size, cosignature: await cosign(ctx, topicId, d.checkpoint) };
     }
-    // 3. Every entry as the host checked it.
+    // 4. Every entry as the host checked it.
     const v = await checkEntries(ctx, topicId, t, fresh);
     // 5. The root over the replica and the new entries is the host's.
     if (!equal(v.root, cp.root)) {
