@@ -53,7 +53,7 @@ import { removeTopic } from './files.ts';
 import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow } from './storage/store.ts';
 import { idempotencyRow, once, type Outcome, type Submission } from './idempotency.ts';
 import { forwardSubmission, remoteIdentity } from './federation/forward.ts';
-import { replicationPeers, wakeReplication } from './federation/replica.ts';
+import { remoteServersOf, replicationPeers, wakeReplication } from './federation/replica.ts';
 
 export { submission, type Outcome, type Submission } from './idempotency.ts';
 
@@ -409,8 +409,9 @@ export async function updateTopic(ctx: Context, caller: Caller, sub: Submission,
           t.state,
           (b) => ctx.store.append(topicId, b),
         ).then(async () => {
-          // The last member left: nobody can read the topic any more, so it goes with its files.
-          if (state.members.size === 0) await deleteTopic(ctx, topicId);
+          // The last member left: nobody can read the topic any more, so it goes with its files;
+          // once the servers of the members who were here have the last entries (replica.ts).
+          if (state.members.size === 0 && remoteServersOf(ctx, t.state).size === 0) await deleteTopic(ctx, topicId);
         }),
     };
   });

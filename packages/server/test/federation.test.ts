@@ -466,3 +466,26 @@ describe('federation: a host that goes back', () => {
     assert.deepEqual(sizes, [3, 2], 'the evidence: the head the host showed, and the smaller one it showed later');
   });
 });
+
+describe('federation: the last member leaves from another server', () => {
+  it('the host deletes the topic only after that member’s server received the leave', async () => {
+    const t4 = await ScriptedTopic.create(alpha.t, 'alpha.test', alphaKey, [
+      { user: alice, role: 'admin' },
+      { user: bob, role: 'participant' },
+    ]);
+    await t4.changeAndSync(alice, { type: 'role', memberId: t4.memberId(bob), role: 'admin' });
+    const aliceLeaves = t4.change(alice, { type: 'leave' });
+    assert.equal((await t4.update(alice, aliceLeaves.update)).status, 201);
+    await summaryAt(bob, beta, t4.id, 3);
+    const onBeta = attachTopic(beta.t, 'alpha.test', alphaKey, t4.id, t4);
+    await onBeta.sync(bob);
+    const bobLeaves = onBeta.change(bob, { type: 'leave' });
+    const r = await onBeta.update(bob, bobLeaves.update);
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    // beta holds bob's leave (bob is no member there any more), and only then is it gone on alpha.
+    await until('beta to hold the last leave', async () => ((await beta.server.ctx.store.getTopic(t4.id))?.size === 4 ? true : undefined));
+    const s = await call(beta.t, 'GET', t4.path, undefined, token(bob));
+    assert.equal(s.body.error.code, 'topic.not_member');
+    await until('alpha to delete the deserted topic', async () => ((await alpha.server.ctx.store.getTopic(t4.id)) === null ? true : undefined));
+  });
+});

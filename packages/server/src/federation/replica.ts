@@ -56,7 +56,7 @@ import {
 } from '@rendezvous/protocol';
 import type { Context } from '../context.ts';
 import type { AppendBatch, EntryRow, ReplicationRow } from '../storage/store.ts';
-import { announce, loadTopic, memberRows, noPending, readHashes, remember, withTopicLock, type LoadedTopic } from '../topics.ts';
+import { announce, deleteTopic, loadTopic, memberRows, noPending, readHashes, remember, withTopicLock, type LoadedTopic } from '../topics.ts';
 import { deliveries } from './deliveries.ts';
 
 /** At most this many entries per delivery (protocol §17.8). */
@@ -139,6 +139,7 @@ export async function deliverReplication(ctx: Context, r: ReplicationRow): Promi
   if (res.status === 200) {
     await acceptWitness(ctx, r.topicId, r.server, res.body.cosignature);
     await ctx.store.setReplicationCursor(r.topicId, r.server, last + 1);
+    if (r.until !== null && last >= r.until) await deleteIfDeserted(ctx, r.topicId);
     return last + 1 < end;
   }
   const err = errorOf(res.body);
@@ -188,6 +189,17 @@ async function joinProof(ctx: Context, topicId: Uint8Array, server: string): Pro
 function incomingUsers(updateBody: Uint8Array): string[] {
   const a = decodeTopicUpdate(updateBody).action;
   return (a.type === 'create' ? a.members : a.type === 'add' ? [a.member] : []).map((m) => m.topicKey.user);
+}
+
+/**
+ * A topic whose last member left is deleted on its host (topics.ts) — once every server of the
+ * members who left has received the entries up to their leaving, so none of them keeps a
+ * replica in which its users are still members.
+ */
+async function deleteIfDeserted(ctx: Context, topicId: Uint8Array): Promise<void> {
+  if ((await ctx.store.getMembers(topicId)).length > 0 || (await ctx.store.replicationPending(topicId)) > 0) return;
+  await deleteTopic(ctx, topicId);
+  ctx.log.info({ topicId: toBase64url(topicId) }, 'topic deleted: its last member left and every member server has the log');
 }
 
 function errorOf(body: Record<string, unknown>): { code?: string; message?: string; details?: Record<string, unknown> } {

@@ -890,6 +890,14 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ topicId: u8(r.topic_id), server: r.server, nextIndex: r.next_index, until: r.until, size: r.size }));
   }
 
+  async replicationPending(topicId: Uint8Array): Promise<number> {
+    const r = this.q(
+      `SELECT count(*) AS n FROM replication r JOIN topics t ON t.topic_id = r.topic_id
+        WHERE r.topic_id = ? AND r.next_index < t.size AND (r.until IS NULL OR r.next_index <= r.until)`,
+    ).get(topicId) as { n: number };
+    return r.n;
+  }
+
   async federationDestinations(): Promise<string[]> {
     const rows = this.q('SELECT server AS d FROM replication UNION SELECT destination AS d FROM outbox').all() as { d: string }[];
     return rows.map((r) => r.d);

@@ -349,6 +349,8 @@ export interface Store {
   pinRemoteUser(user: string, identityKey: Uint8Array, now: number): Promise<Uint8Array>;
   /** Replication cursors of `server` with something left to deliver (next < min(size, until + 1)). */
   replicationDue(server: string): Promise<ReplicationRow[]>;
+  /** How many of the topic's replication cursors still have entries to deliver (as replicationDue counts them). */
+  replicationPending(topicId: Uint8Array): Promise<number>;
   /** Every server with a replication cursor or an outbox row: what the delivery loops serve. */
   federationDestinations(): Promise<string[]>;
   /** Moves a cursor (never backwards unless `rewind`, which a receiver's `federation.gap` asks for); no cursor, no change. */

@@ -1506,6 +1506,18 @@ export function storeConformance(
         assert.deepEqual(await due(BETA), [cursor(T1, BETA, 4, null, 6)]);
       });
 
+      it('replicationPending: how many of a topic’s cursors still have entries due, as replicationDue counts them', async () => {
+        await hosted(T1, 3, [{ server: BETA, until: null }, { server: GAMMA, until: 1 }]);
+        await hosted(T2, 2, [{ server: BETA, until: null }]);
+        assert.equal(await s.replicationPending(T1), 2);
+        await s.setReplicationCursor(T1, GAMMA, 2);
+        assert.equal(await s.replicationPending(T1), 1, 'past until is not due');
+        await s.setReplicationCursor(T1, BETA, 3);
+        assert.equal(await s.replicationPending(T1), 0);
+        assert.equal(await s.replicationPending(T2), 1, 'per topic');
+        assert.equal(await s.replicationPending(T3), 0, 'a topic without cursors');
+      });
+
       it('replicationDue: the cursors of that server with next < min(size, until + 1)', async () => {
         await hosted(T1, 5, [{ server: BETA, until: null }, { server: GAMMA, until: null }]);
         await hosted(T2, 3, [{ server: BETA, until: 1 }]);
