@@ -239,8 +239,12 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
           return `${name}: ${t.newEntries} new${alarm}`;
         });
         for (const b of r.rejectedBundles) lines.push(`ALARM key bundle ${b.id}: ${b.code}: dropped`);
+        for (const x of r.refused) {
+          const v = c.topics().find((t) => t.id === x.topic);
+          lines.push(`NOT DELIVERED: your queued ${x.kind === 'message' ? 'message' : 'change'} to ${v?.title ? `"${v.title}"` : x.topic} was refused by its host (${x.code}: ${x.message})`);
+        }
         ctx.out(lines.length ? lines.join('\n') : 'no topics', r);
-        return r.topics.some((t) => t.halted !== null || t.alarms.length > 0) || r.rejectedBundles.length > 0 ? 1 : 0;
+        return r.topics.some((t) => t.halted !== null || t.alarms.length > 0) || r.rejectedBundles.length > 0 || r.refused.length > 0 ? 1 : 0;
       }
       case 'send': {
         const [ref, ...words] = positionals;

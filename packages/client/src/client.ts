@@ -137,6 +137,11 @@ export interface SyncReport {
   bundles: number;
   /** Key bundles that did not verify or open (dropped; a server or a forger sent them). */
   rejectedBundles: { id: number; code: ErrorCode; message: string }[];
+  /**
+   * Posts and changes that were queued for an unreachable host (`pending`) and that the host
+   * has since refused: they will never be in the log. (Delivered ones simply appear in it.)
+   */
+  refused: { topic: string; clientId: string; kind: 'message' | 'update'; code: ErrorCode; message: string }[];
 }
 
 /** The profile document (docs/client.md §Profile): secrets are base64url, all of it is secret. */
@@ -165,6 +170,11 @@ interface ProfileDoc {
   servers?: Record<string, string[]>;
   /** Per topic, the witnesses that verified and agreed at the last sync. */
   witnessed?: Record<string, { server: string; size: number }[]>;
+  /**
+   * Submissions the home server queued for an unreachable host (202), with their
+   * Idempotency-Key: each sync asks again, until the host's answer is known.
+   */
+  pending?: { topic: string; clientId: string; kind: 'message' | 'update'; body: string; at: number }[];
 }
 
 const DEFAULT_POOL = { prekeys: 40, topicKeys: 40 };
@@ -805,7 +815,10 @@ export class RendezvousClient {
     const r = await this.api.postUpdate(topicId, encoded);
     // Queued by the home server for an unreachable host: nothing acknowledged yet to check; the
     // update reaches the log (and this device's mirror) when the host has it.
-    if (isPending(r)) return { pending: true };
+    if (isPending(r)) {
+      this.rememberPending(topicId, r.clientId, 'update', encoded);
+      return { pending: true };
+    }
     if (a.type === 'leave') {
       // The server no longer serves the topic to a leaver; its mirror keeps what it verified.
       docOf(this).gone.push(toBase64url(topicId));
@@ -906,10 +919,14 @@ export class RendezvousClient {
         content,
       });
       try {
-        const r = await this.api.postMessage(topicId, encodeMessage(msg));
+        const encoded = encodeMessage(msg);
+        const r = await this.api.postMessage(topicId, encoded);
         // Queued for an unreachable host: no acknowledgement to check yet; a later sync finds
         // the message in the log (its signature covers the head it was sealed on, as ever).
-        if (isPending(r)) return { index: null, pending: true, clientId: r.clientId };
+        if (isPending(r)) {
+          this.rememberPending(topicId, r.clientId, 'message', encoded);
+          return { index: null, pending: true, clientId: r.clientId };
+        }
         await this.checkAcknowledged(topicId, r, (e) => e.type === 'message' && equal(e.message.nonce, msg.nonce));
         return { index: r.index, clientId: r.clientId };
       } catch (e) {
@@ -942,7 +959,7 @@ export class RendezvousClient {
   private async syncAll(): Promise<SyncReport> {
     return this.withSession(async () => {
       const bundles = await this.receiveBundles();
-      const report: SyncReport = { topics: [], bundles, rejectedBundles: this.bundleAlarms.splice(0) };
+      const report: SyncReport = { topics: [], bundles, rejectedBundles: this.bundleAlarms.splice(0), refused: await this.resolvePending() };
       const listed = await this.api.listTopics();
       const listedIds = new Set(listed.map((t) => toBase64url(t.topicId)));
       for (const [id, m] of this.mirrors) {
@@ -975,6 +992,37 @@ export class RendezvousClient {
       await this.save();
       return report;
     });
+  }
+
+  private rememberPending(topicId: Uint8Array, clientId: string, kind: 'message' | 'update', body: Uint8Array): void {
+    const doc = docOf(this);
+    (doc.pending ??= []).push({ topic: toBase64url(topicId), clientId, kind, body: toBase64url(body), at: Date.now() });
+  }
+
+  /**
+   * Asks again, with the same Idempotency-Key, for every submission that was pending: the home
+   * server answers what it knows (still 202, the host's 201, or the host's refusal). Delivered
+   * and refused ones are forgotten; refused ones are reported. A post the host already has
+   * (`topic.replay`: its nonce is in the log) counts as delivered.
+   */
+  private async resolvePending(): Promise<SyncReport['refused']> {
+    const doc = docOf(this);
+    const refused: SyncReport['refused'] = [];
+    const keep: NonNullable<ProfileDoc['pending']> = [];
+    for (const p of doc.pending ?? []) {
+      try {
+        const body = fromBase64url(p.body);
+        const opts = { clientId: p.clientId };
+        const r = p.kind === 'message' ? await this.api.postMessage(fromBase64url(p.topic), body, opts) : await this.api.postUpdate(fromBase64url(p.topic), body, opts);
+        if (isPending(r)) keep.push(p);
+      } catch (e) {
+        if (!isRendezvousError(e) || e.status >= 500 || e.code === 'rate.limited' || e.code === 'request.timeout') keep.push(p);
+        else if (!(p.kind === 'message' && e.code === 'topic.replay')) refused.push({ topic: p.topic, clientId: p.clientId, kind: p.kind, code: e.code, message: e.message });
+      }
+    }
+    if (keep.length === 0) delete doc.pending;
+    else doc.pending = keep;
+    return refused;
   }
 
   /**

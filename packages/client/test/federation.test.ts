@@ -329,9 +329,38 @@ describe('pending submissions (202)', () => {
     proxy.reset();
     const s = await bob.c.sync();
     assert.deepEqual(s.topics.find((t) => t.id === topic), { id: topic, newEntries: 1, alarms: [], halted: null });
+    assert.deepEqual(s.refused, [], 'asked again, the server replays the acknowledgement: delivered');
     assert.deepEqual(bob.c.messages(topic).map((m) => m.text), ['one', 'two', 'queued hello']);
     await alice.c.sync();
     assert.equal(alice.c.messages(topic).at(-1)?.text, 'queued hello');
+  });
+
+  it('a queued post the host later refuses is reported by the next sync, once', async () => {
+    proxy.reset();
+    const { bob, topic } = await topicOfTwo();
+    await bob.c.sync();
+    let asked = 0;
+    const keys: string[] = [];
+    // A host that never takes it: first "pending", then, asked again with the same key, its refusal.
+    proxy.attack(bob.c.user, {
+      intercept: (req) => {
+        if (req.route !== 'message') return undefined;
+        asked++;
+        return asked === 1
+          ? { status: 202, body: { pending: true } }
+          : { status: 409, body: { error: { code: 'topic.stale_epoch', message: 'the topic moved to a new epoch' } } };
+      },
+    });
+    const r = await bob.c.send(topic, { text: 'never delivered' });
+    assert.equal(r.pending, true);
+    keys.push(r.clientId);
+    const s = await bob.c.sync();
+    assert.equal(asked, 2, 'the sync asked about the pending post');
+    assert.deepEqual(s.refused.map((x) => [x.topic, x.clientId, x.kind, x.code]), [[topic, keys[0], 'message', 'topic.stale_epoch']]);
+    const again = await bob.c.sync();
+    assert.deepEqual(again.refused, [], 'reported once, then forgotten');
+    assert.equal(asked, 2, 'not asked again');
+    proxy.reset();
   });
 
   it('a topic change queued for an unreachable host returns pending, and shows once synced', async () => {
