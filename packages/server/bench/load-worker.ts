@@ -181,9 +181,213 @@ async function latency(base: string, rate: number, durationMs: number, receivers
   send({ type: 'latency', latenciesMs: latencies, sent: n, acked, delivered: latencies.length, errors, firstError, offeredSeconds: n / rate });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Part 2: many WebSocket listeners, open-loop posting with absolute time stamps, live-sealing load
+
+/** Absolute time in ms, comparable across processes on one machine (sub-ms; same clock). */
+const now = () => performance.timeOrigin + performance.now();
+
+const listeners: WebSocket[] = [];
+/** Raw frames as they arrived: stamped first, parsed only when asked (keeps the receive path cheap). */
+let frames: { t: number; data: string }[] = [];
+
+async function listen(base: string, tokens: string[], parallel: number): Promise<void> {
+  const t0 = performance.now();
+  let failed = 0;
+  let firstError: string | undefined;
+  let next = 0;
+  const one = (token: string) =>
+    new Promise<void>((resolve) => {
+      const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/ws`, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
+      let ready = false;
+      ws.on('error', (e) => {
+        if (!ready) {
+          failed++;
+          firstError ??= String(e);
+          resolve();
+        }
+      });
+      ws.on('close', (code) => {
+        if (!ready) {
+          failed++;
+          firstError ??= `closed ${code}`;
+          resolve();
+        }
+      });
+      ws.on('message', (data) => {
+        const t = now();
+        if (!ready) {
+          ready = true;
+          listeners.push(ws);
+          return resolve();
+        }
+        frames.push({ t, data: String(data) });
+      });
+    });
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < tokens.length) await one(tokens[next++]!);
+    }),
+  );
+  send({ type: 'listening', connected: listeners.length, failed, firstError, ms: performance.now() - t0 });
+}
+
+/** Per message nonce (hex): deliveries, first and last arrival (absolute ms). */
+function arrivals(clear: boolean): void {
+  const out: Record<string, { n: number; first: number; last: number }> = {};
+  for (const f of frames) {
+    const msg = JSON.parse(f.data) as { type: string; events?: { kind: string; type?: string; entry?: string }[] };
+    for (const e of msg.events ?? []) {
+      if (e.kind !== 'entry' || e.type !== 'message') continue;
+      const nonce = toHex(decodeMessage(decodeLogEntry(fromBase64url(e.entry!)).body).nonce);
+      const a = (out[nonce] ??= { n: 0, first: f.t, last: f.t });
+      a.n++;
+      a.first = Math.min(a.first, f.t);
+      a.last = Math.max(a.last, f.t);
+    }
+  }
+  if (clear) frames = [];
+  send({ type: 'arrivals', arrivals: out, cpuMs: cpuNow() });
+}
+
+function cpuNow(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1000;
+}
+
+async function unlisten(): Promise<void> {
+  await Promise.all(
+    listeners.splice(0).map(
+      (ws) =>
+        new Promise<void>((r) => {
+          ws.once('close', () => r());
+          ws.close();
+          setTimeout(() => {
+            ws.terminate();
+            r();
+          }, 2_000).unref();
+        }),
+    ),
+  );
+  frames = [];
+  send({ type: 'unlistened' });
+}
+
+/** Open loop over the prepared pool: message i due at t0 + i/rate; returns the absolute due times. */
+async function openLoop(base: string, rate: number, durationMs: number): Promise<void> {
+  const url = new URL(base);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const n = Math.min(pool.length, Math.round((rate * durationMs) / 1000));
+  const due: Record<string, number> = {};
+  let acked = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const inflight: Promise<void>[] = [];
+  const t0 = performance.now() + 50;
+  for (let i = 0; i < n; i++) {
+    const d = t0 + (i * 1000) / rate;
+    const wait = d - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const p = pool[i]!;
+    due[p.nonce] = performance.timeOrigin + d;
+    inflight.push(
+      postOne(agent, url, p).then(
+        () => void acked++,
+        (e) => {
+          errors++;
+          firstError ??= String(e);
+        },
+      ),
+    );
+  }
+  await Promise.all(inflight);
+  agent.destroy();
+  send({ type: 'openloop', due, sent: n, acked, errors, firstError });
+}
+
+/**
+ * The load generator of `npm run load`: seals each message just before it is posted (no pool,
+ * so any duration works), open loop at `rate` (or closed loop with `concurrency` in flight),
+ * progress every second, errors counted by code.
+ */
+async function load(o: { url: string; senders: Sender[]; rate: number; concurrency: number; durationMs: number; bodyBytes: number; count?: number }): Promise<void> {
+  const url = new URL(o.url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Math.max(o.concurrency, 64) });
+  const text = utf8('lorem ipsum '.repeat(Math.ceil(o.bodyBytes / 12) + 1).slice(0, o.bodyBytes));
+  const ss = o.senders.map((s) => ({
+    s,
+    id: fromBase64url(s.topicId),
+    prk: epochPrk(crypto, fromBase64url(s.topicId), 0, fromBase64url(s.epochSecret)),
+    seed: fromBase64url(s.signatureSeed),
+    root: fromBase64url(s.headRoot),
+  }));
+  let k = 0;
+  const seal = (): Prepared => {
+    const x = ss[k++ % ss.length]!;
+    const m = sealMessage(crypto, random, { topicId: x.id, epoch: 0, epochPrk: x.prk, sender: x.s.memberId, signatureSeed: x.seed, headSize: x.s.headSize, headRoot: x.root, content: { type: 'text', body: text } });
+    return { path: `/v1/topics/${x.s.topicId}/messages`, token: x.s.token, body: JSON.stringify({ message: toBase64url(encodeMessage(m)) }), nonce: '' };
+  };
+  const lat: number[] = [];
+  const errors: Record<string, number> = {};
+  let sent = 0;
+  let acked = 0;
+  let lastAcked = 0;
+  const t0 = performance.now();
+  const end = t0 + o.durationMs;
+  const cpu0 = process.cpuUsage();
+  const progress = setInterval(() => {
+    const t = performance.now();
+    send({ type: 'progress', seconds: (t - t0) / 1000, sent, acked, perSec: acked - lastAcked, errors: Object.values(errors).reduce((a, b) => a + b, 0) });
+    lastAcked = acked;
+  }, 1_000);
+  const one = async (start: number) => {
+    const p = seal();
+    sent++;
+    try {
+      await postOne(agent, url, p);
+      acked++;
+      lat.push(performance.now() - start);
+    } catch (e) {
+      const msg = String(e);
+      const code = /"code":"([^"]+)"/.exec(msg)?.[1];
+      const key = /^Error: (\d{3})/.exec(msg) ? `${/^Error: (\d{3})/.exec(msg)![1]} ${code ?? ''}`.trim() : `network ${(e as NodeJS.ErrnoException).code ?? msg.slice(0, 80)}`;
+      errors[key] = (errors[key] ?? 0) + 1;
+    }
+  };
+  if (o.rate > 0) {
+    const inflight = new Set<Promise<void>>();
+    for (let i = 0; ; i++) {
+      const due = t0 + (i * 1000) / o.rate;
+      if (due >= end || (o.count !== undefined && i >= o.count)) break;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+      const p = one(due); // latency from the due time: a generator or server that falls behind shows
+      inflight.add(p);
+      void p.then(() => inflight.delete(p));
+    }
+    await Promise.all(inflight);
+  } else {
+    await Promise.all(
+      Array.from({ length: o.concurrency }, async () => {
+        while (performance.now() < end && (o.count === undefined || sent < o.count)) await one(performance.now());
+      }),
+    );
+  }
+  clearInterval(progress);
+  agent.destroy();
+  const cpu = process.cpuUsage(cpu0);
+  send({ type: 'load', sent, acked, elapsedMs: performance.now() - t0, latenciesMs: lat, errors, cpuMs: (cpu.user + cpu.system) / 1000 });
+}
+
 process.on('message', (m: any) => {
   const run = async () => {
     if (m.cmd === 'prepare') prepare(m.senders, m.count, m.bodyBytes);
+    else if (m.cmd === 'listen') await listen(m.url, m.tokens, m.parallel ?? 64);
+    else if (m.cmd === 'arrivals') arrivals(m.clear !== false);
+    else if (m.cmd === 'frames') send({ type: 'frames', frames: frames.length, cpuMs: cpuNow() });
+    else if (m.cmd === 'unlisten') await unlisten();
+    else if (m.cmd === 'openloop') await openLoop(m.url, m.rate, m.durationMs);
+    else if (m.cmd === 'load') await load(m);
     else if (m.cmd === 'ingest') await ingest(m.url, m.concurrency, m.durationMs);
     else if (m.cmd === 'latency') await latency(m.url, m.rate, m.durationMs, m.receivers);
     else if (m.cmd === 'exit') process.exit(0);

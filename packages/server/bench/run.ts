@@ -3,7 +3,9 @@
  *
  *   npm run bench              full run
  *   npm run bench -- --quick   CI-sized run (well under 2 minutes)
- *   npm run bench -- --profile also writes a V8 CPU profile of the server during ingest
+ *   npm run bench -- --profile also writes V8 CPU profiles of the server processes
+ *   npm run bench -- --only=1  part 1 only; --only=2: part 2 only (with the limits of section 3)
+ *   npm run bench -- --only=2 --sections=9,10   some sections of part 2
  *
  * Sections, each a median of several runs, each figure with its ratio to a limit measured in
  * this same run on this same machine:
@@ -13,10 +15,12 @@
  *      encrypted 1 KiB messages from a separate load-generator process
  *   3. latency: send → delivered over another member's WebSocket at a fixed offered rate
  *   4. client costs: seal+sign, check+open, bytes of overhead per message
+ * Part 2 (scale.ts, its own fresh server process): connections and memory, fan-out, topic
+ * operations vs size, client full verify, scaling curve, soak (sections 6–11).
  *
  * Writes bench-results/suite-quick.json or suite-full.json (and the crypto section's crypto.json).
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createPublicKey, generateKeyPairSync, sign as edSign, verify as edVerify, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
@@ -36,10 +40,14 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { startBenchServer } from './server-process.ts';
+import { Generator } from './generator.ts';
+import { scaleRows, scaleSections } from './scale.ts';
 import { makeTopics, type BenchTopic, type Sender } from './setup.ts';
 
 const quick = process.argv.includes('--quick');
 const profile = process.argv.includes('--profile');
+/** `--only=1`: part 1 (sections 1–5); `--only=2`: part 2 (6–11, with the limits of section 3). */
+const only = /^--only=(\d)$/.exec(process.argv.find((a) => a.startsWith('--only=')) ?? '')?.[1];
 const ROOT = resolve(import.meta.dirname, '..', '..', '..');
 const OUT = resolve(ROOT, 'bench-results');
 
@@ -175,40 +183,6 @@ function procCpuMs(pid: number): number {
     return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ = 100)
   } catch {
     return NaN;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Load generator child process
-
-class Generator {
-  private readonly proc: ChildProcess;
-  private waiters: ((m: any) => void)[] = [];
-  private readonly up: Promise<unknown>;
-
-  constructor() {
-    this.proc = fork(resolve(import.meta.dirname, 'load-worker.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.proc.on('message', (m: any) => {
-      if (m.type === 'error') throw new Error(`load generator: ${m.error}`);
-      this.waiters.shift()?.(m);
-    });
-    this.up = this.next();
-  }
-
-  private next(): Promise<any> {
-    return new Promise((r) => this.waiters.push(r));
-  }
-
-  async ask(cmd: Record<string, unknown>): Promise<any> {
-    await this.up;
-    const p = this.next();
-    this.proc.send(cmd);
-    return p;
-  }
-
-  async close(): Promise<void> {
-    this.proc.send({ cmd: 'exit' });
-    await new Promise((r) => this.proc.once('exit', r));
   }
 }
 
@@ -375,13 +349,24 @@ async function main() {
   mkdirSync(OUT, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-bench-'));
   try {
-    const cryptoRes = await cryptoSection();
+    const cryptoRes = only === '2' ? { table: '(crypto micro-benchmarks: part 1, not run)', results: [] } : await cryptoSection();
     const client = clientSection();
     const limits = limitsSection(client.tbsLength, dir);
-    const srv = await serverSections(limits);
+    const srv = only === '2' ? { ingest: null, latency: [] } : await serverSections(limits);
+    let part2: Record<string, any> | null = null;
+    if (only !== '1') {
+      const profDir2 = resolve(OUT, 'profile-part2');
+      if (profile) {
+        rmSync(profDir2, { recursive: true, force: true });
+        mkdirSync(profDir2, { recursive: true });
+      }
+      log(`\npart 2 (sections 6–11): a fresh server process\n`);
+      const sections = process.argv.find((a) => a.startsWith('--sections='))?.slice('--sections='.length).split(',');
+      part2 = await scaleSections({ quick, verifyPerSec: limits.verifyPerSec.median, profileFlags: profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir2}`] : [], ...(sections ? { sections } : {}) });
+    }
     /** 1-minute load average before and after: the suite's own processes add ≈ 1–2; more means other work ran. */
     const load = { before: loadBefore[0]!, after: os.loadavg()[0]!, busyBefore, busyAfter: await machineBusy(500) };
-    const result = { date: new Date().toISOString(), mode: quick ? 'quick' : 'full', machine: m, load, limits, ingest: srv.ingest, latency: srv.latency, client, crypto: cryptoRes.results, seconds: 0 };
+    const result = { date: new Date().toISOString(), mode: quick ? 'quick' : 'full', only: only ?? 'all', machine: m, load, limits, ingest: srv.ingest, latency: srv.latency, client, crypto: cryptoRes.results, part2, seconds: 0 };
     result.seconds = (performance.now() - began) / 1000;
 
     const L = limits;
@@ -389,12 +374,16 @@ async function main() {
       ['limit: ed25519 verify, one core', `${fmt(L.verifyPerSec.median)}/s`, '1×', ''],
       ['limit: durable single-row commits', `${fmt(L.commitsPerSec.median)}/s`, '1×', ''],
       [`limit: durable batched rows (${L.batchRows}/commit)`, `${fmt(L.batchedRowsPerSec.median)}/s`, '1×', ''],
-      [
-        `ingest (${srv.ingest.topics} topics × ${srv.ingest.members} members, ${srv.ingest.concurrency} in flight)`,
-        `${fmt(srv.ingest.msgsPerSec)} msgs/s`,
-        `${srv.ingest.ratioToVerify.toFixed(3)}× verify; ${srv.ingest.ratioToCommits.toFixed(2)}× commits; ${srv.ingest.ratioToBatchedRows.toFixed(3)}× batched rows; server ${srv.ingest.serverCores.toFixed(2)} cores busy, ${fmt(srv.ingest.serverCpuUsPerMsg)} µs CPU/msg`,
-        `≥ 5,000 and ≥ 0.7× verify: ${srv.ingest.msgsPerSec >= 5000 && srv.ingest.ratioToVerify >= 0.7 ? 'met' : 'MISSED'}`,
-      ],
+      ...(srv.ingest === null
+        ? []
+        : [
+            [
+              `ingest (${srv.ingest.topics} topics × ${srv.ingest.members} members, ${srv.ingest.concurrency} in flight)`,
+              `${fmt(srv.ingest.msgsPerSec)} msgs/s`,
+              `${srv.ingest.ratioToVerify.toFixed(3)}× verify; ${srv.ingest.ratioToCommits.toFixed(2)}× commits; ${srv.ingest.ratioToBatchedRows.toFixed(3)}× batched rows; server ${srv.ingest.serverCores.toFixed(2)} cores busy, ${fmt(srv.ingest.serverCpuUsPerMsg)} µs CPU/msg`,
+              `≥ 5,000 and ≥ 0.7× verify: ${srv.ingest.msgsPerSec >= 5000 && srv.ingest.ratioToVerify >= 0.7 ? 'met' : 'MISSED'}`,
+            ] as [string, string, string, string],
+          ]),
       ...srv.latency.map((l): [string, string, string, string] => [
         `latency at ${fmt(l.offeredPerSec)}/s (p50 / p99 / max)`,
         `${l.p50Ms.toFixed(1)} / ${l.p99Ms.toFixed(1)} / ${l.maxMs.toFixed(1)} ms`,
@@ -405,18 +394,26 @@ async function main() {
       ['client check+open 1 KiB', `${client.checkOpenUs.median.toFixed(1)} µs`, `${((client.checkOpenUs.median * L.verifyPerSec.median) / 1e6).toFixed(2)}× one verify`, ''],
       ['overhead per message, 1 KiB text', `${client.overhead1KiB.overhead} B`, `${client.overhead1KiB.envelope} B envelope + ${client.overhead1KiB.contentFramingAndPadding} B padding/framing; +${client.overhead1KiB.logEntryFraming} B LogEntry`, `≤ 120 B: ${client.overhead1KiB.overhead <= 120 ? 'met' : 'MISSED'}`],
       ['overhead per message, 10 B text', `${client.overhead10B.overhead} B`, `${client.overhead10B.envelope} B envelope + ${client.overhead10B.contentFramingAndPadding} B padding/framing; +${client.overhead10B.logEntryFraming} B LogEntry`, `≤ 120 B: ${client.overhead10B.overhead <= 120 ? 'met' : 'MISSED'}`],
+      ...(part2 === null ? [] : scaleRows(part2, L.verifyPerSec.median)),
     ];
     console.log(`\n${cryptoRes.table}\n`);
     console.log(`Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, node ${m.node}, ${m.platform}; mode ${result.mode}; medians of ${CFG.reps} runs; machine ${(load.busyBefore * 100).toFixed(0)} % busy before, ${(load.busyAfter * 100).toFixed(0)} % after (load average ${load.before.toFixed(2)} / ${load.after.toFixed(2)})\n`);
     console.log('| figure | value | ratio to limit (same run) | issue-7 target |');
     console.log('| --- | ---: | --- | --- |');
     for (const r of rows) console.log(`| ${r.join(' | ')} |`);
-    const file = resolve(OUT, `suite-${result.mode}.json`);
+    const sectionsArg = process.argv.find((a) => a.startsWith('--sections='))?.slice('--sections='.length);
+    const file = resolve(OUT, `suite-${result.mode}${only === undefined ? '' : `-part${only}`}${sectionsArg === undefined ? '' : `-s${sectionsArg.replace(/,/g, '-')}`}.json`);
     writeFileSync(file, JSON.stringify(result, null, 2));
     console.log(`\nwrote ${file} (and ${resolve(OUT, 'crypto.json')}) in ${result.seconds.toFixed(0)} s`);
     if (profile) {
-      const dirP = resolve(OUT, 'profile');
-      console.log(`server CPU profile(s): ${readdirSync(dirP).map((f) => join(dirP, f)).join(', ')}`);
+      for (const d of ['profile', 'profile-part2']) {
+        const dirP = resolve(OUT, d);
+        try {
+          console.log(`server CPU profile(s): ${readdirSync(dirP).map((f) => join(dirP, f)).join(', ')}`);
+        } catch {
+          /* that part did not run */
+        }
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
