@@ -9,6 +9,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { TEST_RATES, adminPin, cleanup, freePort, start, tempDir, type ServerProcess, type StartOptions } from '../../server/test/process.ts';
+import { until as waitUntil } from '../../server/test/helpers.ts';
 import { RendezvousClient } from '../src/client.ts';
 import { MemoryProfileStore } from '../src/profile-store.ts';
 
@@ -40,15 +41,7 @@ async function user(name: Name, local: string): Promise<RendezvousClient> {
   return RendezvousClient.register({ store: new MemoryProfileStore(), crypto, server: p.url, user: local, pin, pool: { prekeys: 3, topicKeys: 3 } });
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, ms = 20_000) => waitUntil(what, f, ms, 100);
 
 let alice: RendezvousClient;
 let bob: RendezvousClient;

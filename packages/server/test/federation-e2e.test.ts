@@ -28,7 +28,7 @@ import {
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { FEDERATION_HEADERS, signedHeaders } from '../src/federation/federation.ts';
-import { ScriptedUser, call, overHttp, type Transport } from './helpers.ts';
+import { ScriptedUser, call, overHttp, until as waitUntil, type Transport } from './helpers.ts';
 import { ScriptedTopic, attachTopic, token } from './topic-client.ts';
 import { TEST_RATES, cleanup, freePort, runCli, start, tempDir, type ServerProcess, type StartOptions } from './process.ts';
 
@@ -89,15 +89,7 @@ async function user(node: Node, name: string): Promise<ScriptedUser> {
   return u;
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, ms = 15_000) => waitUntil(what, f, ms, 50);
 
 /** The topic summary `u` gets from its own server, once that server holds at least `size` entries. */
 async function summaryAt(u: ScriptedUser, node: Node, topicId: Uint8Array, size: number) {

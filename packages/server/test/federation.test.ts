@@ -28,7 +28,7 @@ import {
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { startServer, type RunningServer, type ServerConfig } from '../src/server.ts';
 import { signedHeaders } from '../src/federation/federation.ts';
-import { ADMIN_TOKEN, GENEROUS_RATES, ScriptedUser, call, issuePin, overHttp, type Transport } from './helpers.ts';
+import { ADMIN_TOKEN, GENEROUS_RATES, ScriptedUser, call, issuePin, overHttp, until as waitUntil, type Transport } from './helpers.ts';
 import { ScriptedTopic, attachTopic, token } from './topic-client.ts';
 
 interface Node {
@@ -85,15 +85,7 @@ async function user(node: Node, name: string): Promise<ScriptedUser> {
   return u;
 }
 
-async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== undefined) return v;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, f: () => Promise<T | undefined>, ms = 10_000) => waitUntil(what, f, ms, 50);
 
 /** The topic summary `u` gets from its own server, once that server holds at least `size` entries. */
 async function summaryAt(u: ScriptedUser, node: Node, topicId: Uint8Array, size: number) {

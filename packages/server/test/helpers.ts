@@ -238,3 +238,14 @@ export async function socketServer(name: string, extra: Partial<import('../src/s
     },
   };
 }
+
+/** Polls `f` until it returns something (every `stepMs`), or fails the test after `ms`. */
+export async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 10_000, stepMs = 50): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}

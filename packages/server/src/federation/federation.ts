@@ -266,31 +266,10 @@ export class Federation {
     body: { hash: Uint8Array; stream: ReadableStream<Uint8Array> | null; length?: number } | null,
   ): Promise<{ status: number; headers: IncomingMessage['headers']; body: ReadableStream<Uint8Array> }> {
     if (destination === this.ctx.name) throw new Error(`federation: a request to this server itself (${method} ${path})`);
-    const base = this.baseUrl(destination);
-    const url = new URL(pathAsSent(base, path), base);
-    const { request, signature } = signFederationRequest(this.ctx.crypto, this.ctx.serverSeed, {
-      origin: this.ctx.name,
-      destination,
-      method,
-      path: url.pathname + url.search,
-      timestamp: this.ctx.now(),
-      nonce: this.ctx.random(FEDERATION_NONCE_SIZE),
-      bodyHash: body?.hash ?? this.ctx.crypto.sha256(new Uint8Array(0)),
-    });
-    const headers: Record<string, string> = {
-      [FEDERATION_HEADERS.origin]: request.origin,
-      [FEDERATION_HEADERS.destination]: request.destination,
-      [FEDERATION_HEADERS.time]: String(request.timestamp),
-      [FEDERATION_HEADERS.nonce]: toBase64url(request.nonce),
-      [FEDERATION_HEADERS.keyId]: toBase64url(request.keyId),
-      [FEDERATION_HEADERS.signature]: toBase64url(signature),
-    };
+    const { url, host, lookup } = this.target(destination, path);
+    const headers = signedHeaders(this.ctx, { destination, method, path: url.pathname + url.search, bodyHash: body?.hash ?? this.ctx.crypto.sha256(new Uint8Array(0)) });
     if (body !== null) headers['content-type'] = 'application/octet-stream';
     if (body?.length !== undefined) headers['content-length'] = String(body.length);
-    const peer = this.options.peers[destination] !== undefined;
-    const guard = !peer && !this.options.allowPrivate;
-    const host = hostOf(url);
-    if (guard && isIP(host) !== 0 && isNonPublicAddress(host)) throw new RendezvousError('federation.bad_address', `${destination} is a non-public address`);
     const timeoutMs = this.options.timeoutMs;
     const unreachable = (why: string) => new RendezvousError('federation.unreachable', `${destination}: ${why}`);
     return new Promise((resolve, reject) => {
@@ -301,7 +280,7 @@ export class Federation {
           path: url.pathname + url.search,
           method,
           headers,
-          lookup: guard ? (publicLookup as RequestOptions['lookup']) : undefined,
+          lookup,
           timeout: timeoutMs,
         },
         (res) => {
@@ -323,6 +302,19 @@ export class Federation {
     });
   }
 
+  /**
+   * Where a request to `server` goes, and the lookup that keeps it there: a discovered
+   * (non-peer) name may only connect to public addresses, unless `allowPrivate` (§17.1).
+   */
+  private target(server: string, path: string): { url: URL; host: string; lookup: RequestOptions['lookup'] } {
+    const base = this.baseUrl(server);
+    const url = new URL(pathAsSent(base, path), base);
+    const guard = this.options.peers[server] === undefined && !this.options.allowPrivate;
+    const host = hostOf(url);
+    if (guard && isIP(host) !== 0 && isNonPublicAddress(host)) throw new RendezvousError('federation.bad_address', `${server} is a non-public address`);
+    return { url, host, lookup: guard ? (publicLookup as RequestOptions['lookup']) : undefined };
+  }
+
   /** One HTTP exchange with `server`: its base URL, SSRF rules, no redirects, timeout, answer cap. */
   private send(
     server: string,
@@ -332,14 +324,13 @@ export class Federation {
     body: Uint8Array | null,
     maxAnswer: number,
   ): Promise<FederationAnswer> {
-    const base = this.baseUrl(server);
-    const url = new URL(pathAsSent(base, path), base);
-    const peer = this.options.peers[server] !== undefined;
-    const guard = !peer && !this.options.allowPrivate;
-    const host = hostOf(url);
-    if (guard && isIP(host) !== 0 && isNonPublicAddress(host)) {
-      return Promise.reject(new RendezvousError('federation.bad_address', `${server} is a non-public address`));
+    let t: ReturnType<Federation['target']>;
+    try {
+      t = this.target(server, path);
+    } catch (e) {
+      return Promise.reject(e);
     }
+    const { url, host, lookup } = t;
     const timeoutMs = this.options.timeoutMs;
     const options: RequestOptions = {
       hostname: host,
@@ -348,7 +339,7 @@ export class Federation {
       method,
       headers: { accept: 'application/json', ...headers, ...(body === null ? {} : { 'content-length': String(body.length) }) },
       signal: AbortSignal.timeout(timeoutMs),
-      lookup: guard ? (publicLookup as RequestOptions['lookup']) : undefined,
+      lookup,
     };
     const unreachable = (why: string) => new RendezvousError('federation.unreachable', `${server}: ${why}`);
     return new Promise<FederationAnswer>((resolve, reject) => {
@@ -500,7 +491,7 @@ export class Federation {
  */
 export function signedHeaders(
   ctx: Pick<Context, 'name' | 'crypto' | 'serverSeed' | 'now' | 'random'>,
-  r: { destination: string; method: string; path: string; body: Uint8Array; timestamp?: number; nonce?: Uint8Array },
+  r: { destination: string; method: string; path: string; timestamp?: number; nonce?: Uint8Array } & ({ body: Uint8Array } | { bodyHash: Uint8Array }),
 ): Record<string, string> {
   const { request, signature } = signFederationRequest(ctx.crypto, ctx.serverSeed, {
     origin: ctx.name,
@@ -509,7 +500,7 @@ export function signedHeaders(
     path: r.path,
     timestamp: r.timestamp ?? ctx.now(),
     nonce: r.nonce ?? ctx.random(FEDERATION_NONCE_SIZE),
-    bodyHash: ctx.crypto.sha256(r.body),
+    bodyHash: 'bodyHash' in r ? r.bodyHash : ctx.crypto.sha256(r.body),
   });
   return {
     [FEDERATION_HEADERS.origin]: request.origin,

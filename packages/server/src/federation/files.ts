@@ -5,9 +5,10 @@
  * upload's signed body hash is the blob id, and the host's blob store refuses bytes whose
  * SHA-256 is not the blob id, so the signature covers the bytes without buffering them.
  */
-import { ERROR_CODES, RendezvousError, toBase64url, type ErrorCode } from '@rendezvous/protocol';
+import { RendezvousError, toBase64url, type ErrorCode } from '@rendezvous/protocol';
 import type { Caller } from '../accounts.ts';
 import type { Context } from '../context.ts';
+import { remoteError } from './forward.ts';
 
 /** Refusals of the host a member server passes on to its device as they are. */
 const RELAYED: ReadonlySet<string> = new Set<ErrorCode>([
@@ -28,18 +29,13 @@ function blobPath(topicId: Uint8Array, blobId: Uint8Array, caller: Caller): stri
 }
 
 async function refusal(host: string, status: number, body: ReadableStream<Uint8Array>): Promise<RendezvousError> {
-  let e: { code?: unknown; message?: unknown } | undefined;
+  let parsed: Record<string, unknown> = {};
   try {
-    const text = await new Response(body).text();
-    e = (JSON.parse(text.slice(0, 65_536)) as { error?: typeof e }).error;
+    parsed = JSON.parse((await new Response(body).text()).slice(0, 65_536)) as Record<string, unknown>;
   } catch {
-    e = undefined;
+    // not JSON: a bad response
   }
-  const code = typeof e?.code === 'string' ? e.code : undefined;
-  if (code !== undefined && RELAYED.has(code) && code in ERROR_CODES) {
-    return new RendezvousError(code as ErrorCode, `${host}: ${typeof e?.message === 'string' ? e.message.slice(0, 200) : code}`);
-  }
-  return new RendezvousError('federation.bad_response', `${host} answered ${status}${code === undefined ? '' : ` (${code.slice(0, 64)})`}`);
+  return remoteError(host, { status, body: parsed }, RELAYED);
 }
 
 /** An upload to a topic hosted by `host`, passed through. */

@@ -40,10 +40,14 @@ export const FORWARD_WAIT_MS = 5_000;
 /** Codes a home server's refusal keeps when relayed to our client; anything else is a bad answer. */
 const RELAYED: ReadonlySet<string> = new Set<ErrorCode>(['user.unknown', 'keys.exhausted', 'rate.limited', 'federation.forbidden', 'federation.refused']);
 
-function remoteError(server: string, res: { status: number; body: Record<string, unknown> }): RendezvousError {
+/**
+ * Another server's refusal as our error: codes in `relayed` keep their code (with the server
+ * named in the message); anything else is `federation.bad_response`.
+ */
+export function remoteError(server: string, res: { status: number; body: Record<string, unknown> }, relayed: ReadonlySet<string> = RELAYED): RendezvousError {
   const e = res.body.error as { code?: unknown; message?: unknown } | undefined;
   const code = typeof e?.code === 'string' ? e.code : undefined;
-  if (code !== undefined && RELAYED.has(code) && code in ERROR_CODES) {
+  if (code !== undefined && relayed.has(code) && code in ERROR_CODES) {
     return new RendezvousError(code as ErrorCode, `${server}: ${typeof e?.message === 'string' ? e.message.slice(0, 200) : code}`);
   }
   return new RendezvousError('federation.bad_response', `${server} answered ${res.status}${code === undefined ? '' : ` (${code.slice(0, 64)})`}`);
@@ -201,31 +205,37 @@ async function replicaReaches(ctx: Context, topicId: Uint8Array, size: number, m
 const DEVICE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
- * POST /v1/federation/topics/:id/submit on the host: the origin's user's submission, validated
- * and appended exactly as a local one. The caller is `origin/deviceId`, so the device's
- * Idempotency-Key makes every redelivery by the origin's outbox an idempotent replay.
+ * The origin's user, named by a signed request about a topic hosted here, as a caller:
+ * `origin/deviceId`, so idempotency and rate limits are scoped to that remote device. A server
+ * speaks only for its own users, and only about topics this server hosts (§17.2).
  */
-export async function serveSubmission(ctx: Context, origin: string, topicId: Uint8Array, body: Record<string, unknown>): Promise<Outcome> {
-  const kind = body.kind;
-  const user = body.user;
-  const deviceId = body.deviceId;
-  const clientId = body.clientId;
-  if (kind !== 'message' && kind !== 'update') throw new RendezvousError('request.bad_field', 'kind: message or update', { field: 'kind' });
+export async function remoteCaller(ctx: Context, origin: string, topicId: Uint8Array, user: unknown, deviceId: unknown): Promise<Caller> {
   if (typeof user !== 'string') throw new RendezvousError('request.bad_field', 'user', { field: 'user' });
   if (typeof deviceId !== 'string' || !DEVICE_ID.test(deviceId)) throw new RendezvousError('request.bad_field', 'deviceId', { field: 'deviceId' });
   if (parseUserId(user).server !== origin) throw new RendezvousError('federation.forbidden', `${origin} does not speak for ${user}`);
   const row = await ctx.store.getTopic(topicId);
   if (row === null) throw new RendezvousError('topic.unknown');
   if (row.host !== ctx.name) throw new RendezvousError('federation.forbidden', `${ctx.name} does not host this topic`);
+  return { user, deviceId: `${origin}/${deviceId}`, tokenHash: new Uint8Array(0) };
+}
+
+/**
+ * POST /v1/federation/topics/:id/submit on the host: the origin's user's submission, validated
+ * and appended exactly as a local one. The caller is `origin/deviceId`, so the device's
+ * Idempotency-Key makes every redelivery by the origin's outbox an idempotent replay.
+ */
+export async function serveSubmission(ctx: Context, origin: string, topicId: Uint8Array, body: Record<string, unknown>): Promise<Outcome> {
+  const kind = body.kind;
+  if (kind !== 'message' && kind !== 'update') throw new RendezvousError('request.bad_field', 'kind: message or update', { field: 'kind' });
+  const caller = await remoteCaller(ctx, origin, topicId, body.user, body.deviceId);
   let bytes: Uint8Array;
   try {
     bytes = fromBase64url(String(body.body));
   } catch {
     throw new RendezvousError('request.bad_field', 'body: expected base64url', { field: 'body' });
   }
-  const caller: Caller = { user, deviceId: `${origin}/${deviceId}`, tokenHash: new Uint8Array(0) };
   ctx.rate.take('write', caller.deviceId);
   const path = `/v1/topics/${toBase64url(topicId)}/${kind === 'message' ? 'messages' : 'updates'}`;
-  const sub = submission(ctx, typeof clientId === 'string' ? clientId : undefined, 'POST', path, bytes);
+  const sub = submission(ctx, typeof body.clientId === 'string' ? body.clientId : undefined, 'POST', path, bytes);
   return kind === 'message' ? postMessage(ctx, caller, sub, topicId, bytes) : updateTopic(ctx, caller, sub, topicId, bytes);
 }

@@ -44,6 +44,11 @@ export async function readJson(req: Request, maxBytes: number, timeoutMs?: numbe
 /** readJson that also returns the raw bytes (what an idempotency record hashes). */
 export async function readJsonBytes(req: Request, maxBytes: number, timeoutMs?: number): Promise<{ json: Json; bytes: Uint8Array }> {
   const bytes = await readBody(req, maxBytes, timeoutMs);
+  return { json: parseJsonObject(bytes), bytes };
+}
+
+/** A body already read (and, for a signed request, verified) as a JSON object. */
+export function parseJsonObject(bytes: Uint8Array): Json {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -53,7 +58,7 @@ export async function readJsonBytes(req: Request, maxBytes: number, timeoutMs?: 
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new RendezvousError('request.bad_json', 'body must be a JSON object');
   }
-  return { json: value as Json, bytes };
+  return value as Json;
 }
 
 function bad(field: string, what: string): RendezvousError {

@@ -19,7 +19,8 @@ function bad(field: string, what: string): RendezvousError {
   return new RendezvousError('request.bad_field', `${field}: ${what}`, { field });
 }
 
-function idParam(c: HonoContext, name: string, size: number): Uint8Array {
+/** A base64url id path parameter of exactly `size` bytes (`request.bad_field` otherwise). */
+export function idParam(c: HonoContext, name: string, size: number): Uint8Array {
   const v = c.req.param(name) ?? '';
   let id: Uint8Array | undefined;
   try {
