@@ -408,6 +408,11 @@ function applyCreate(
   };
 }
 
+/** The members a `create` or `add` brings in (none for any other action): whose certificates and identities must be checked. */
+export function incomingMembers(u: TopicUpdate): readonly Member[] {
+  return u.action.type === 'create' ? u.action.members : u.action.type === 'add' ? [u.action.member] : [];
+}
+
 /** Finds the member whose topic key belongs to `user`, if any. */
 export function memberByUser(state: TopicState, user: string): Member | undefined {
   for (const m of state.members.values()) if (m.topicKey.user === user) return m;

@@ -28,6 +28,7 @@ import {
   equal,
   hashReaderFromMap,
   isRendezvousError,
+  incomingMembers,
   memberByUser,
   parseUserId,
   signCheckpoint,
@@ -310,7 +311,7 @@ function enqueue(
  * machine can check certificates against them synchronously (ApplyOptions.checkIdentity).
  */
 async function identityChecker(ctx: Context, u: TopicUpdate): Promise<(user: string, key: Uint8Array) => void> {
-  const incoming: Member[] = u.action.type === 'create' ? u.action.members : u.action.type === 'add' ? [u.action.member] : [];
+  const incoming = incomingMembers(u);
   const keys = new Map<string, Uint8Array>();
   for (const m of incoming.slice(0, MAX_MEMBERS)) {
     const user = m.topicKey.user;

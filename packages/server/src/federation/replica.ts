@@ -32,6 +32,7 @@ import {
   equal,
   fromBase64url,
   hashReaderFromMap,
+  incomingMembers,
   isRendezvousError,
   MemoryLog,
   parseUserId,
@@ -175,7 +176,7 @@ async function joinProof(ctx: Context, topicId: Uint8Array, server: string): Pro
   const cp = decodeCheckpoint(row.checkpoint);
   for (const e of await ctx.store.getUpdates(topicId)) {
     if (e.index >= cp.size) break;
-    if (incomingUsers(decodeLogEntry(e.entry).body).some((u) => parseUserId(u).server === server)) {
+    if (incomingMembers(decodeTopicUpdate(decodeLogEntry(e.entry).body)).some((m) => parseUserId(m.topicKey.user).server === server)) {
       const indexes = inclusionProofIndexes(e.index, cp.size);
       const got = await ctx.store.readHashes(topicId, indexes);
       const proof = inclusionProof(ctx.crypto, e.index, cp.size, hashReaderFromMap(new Map(indexes.map((i, k) => [i, got[k]!]))));
@@ -183,12 +184,6 @@ async function joinProof(ctx: Context, topicId: Uint8Array, server: string): Pro
     }
   }
   throw new Error(`topic ${toHex(topicId)} never had a member of ${server}`);
-}
-
-/** The users a create or add update brings in. */
-function incomingUsers(updateBody: Uint8Array): string[] {
-  const a = decodeTopicUpdate(updateBody).action;
-  return (a.type === 'create' ? a.members : a.type === 'add' ? [a.member] : []).map((m) => m.topicKey.user);
 }
 
 /**
@@ -361,8 +356,7 @@ async function checkJoin(ctx: Context, host: string, topicId: Uint8Array, join: 
   }
   const le = decodeLogEntry(join.entry);
   if (le.type !== 'update') throw refuse('the joining entry is not an update');
-  const a = decodeTopicUpdate(le.body).action;
-  for (const m of a.type === 'create' ? a.members : a.type === 'add' ? [a.member] : []) {
+  for (const m of incomingMembers(decodeTopicUpdate(le.body))) {
     if (parseUserId(m.topicKey.user).server !== ctx.name) continue;
     const u = await ctx.store.getUser(m.topicKey.user);
     if (u === null) continue;
@@ -490,9 +484,7 @@ async function localIdentities(ctx: Context, entries: { entry: Uint8Array }[]): 
   for (const e of entries) {
     const le = decodeLogEntry(e.entry);
     if (le.type !== 'update') continue;
-    const a = decodeTopicUpdate(le.body).action;
-    const incoming = a.type === 'create' ? a.members : a.type === 'add' ? [a.member] : [];
-    for (const m of incoming) {
+    for (const m of incomingMembers(decodeTopicUpdate(le.body))) {
       const user = m.topicKey.user;
       if (parseUserId(user).server !== ctx.name || out.has(user)) continue;
       const row = await ctx.store.getUser(user);
