@@ -370,6 +370,22 @@ async function subscribe(kind: Kind, u: ScriptedUser, device = 0): Promise<strin
   return token;
 }
 
+/**
+ * alice, and bob with a `kind` subscription, in one topic; bob's first wake-up (from the
+ * topic's creation) has arrived and the coalescing window has passed, so each test starts clean.
+ */
+const standInOf = (kind: Kind): StandIn => (kind === 'apns' ? apns : fcm);
+
+async function subscribedPair(kind: Kind): Promise<{ alice: ScriptedUser; bob: ScriptedUser; tb: string; topic: ScriptedTopic }> {
+  const alice = await user('alice');
+  const bob = await user('bob');
+  const tb = await subscribe(kind, bob);
+  const topic = await topicOf(alice, bob);
+  await standInOf(kind).until(tb, 1);
+  await settle();
+  return { alice, bob, tb, topic };
+}
+
 async function list(u: ScriptedUser): Promise<any[]> {
   return (await call(t, 'GET', '/v1/push/subscriptions', undefined, session(u))).body.subscriptions;
 }
@@ -454,7 +470,7 @@ describe('push providers: migration 6', () => {
 });
 
 for (const kind of ['apns', 'fcm'] as const) {
-  const standIn = (): StandIn => (kind === 'apns' ? apns : fcm);
+  const standIn = (): StandIn => standInOf(kind);
   const KIND = kind.toUpperCase();
 
   describe(`${KIND}: subscriptions`, () => {
@@ -568,12 +584,7 @@ for (const kind of ['apns', 'fcm'] as const) {
     });
 
     it('authenticates as the real service expects, and reuses its credential', async () => {
-      const alice = await user('alice');
-      const bob = await user('bob');
-      const tb = await subscribe(kind, bob);
-      const topic = await topicOf(alice, bob);
-      await standIn().until(tb, 1);
-      await settle();
+      const { alice, bob, tb, topic } = await subscribedPair(kind);
       await post(topic, alice, 'one');
       await standIn().until(tb, 2);
       const pushes = standIn().to(tb);
@@ -641,12 +652,7 @@ for (const kind of ['apns', 'fcm'] as const) {
           ];
     for (const [answer, what] of goneCases) {
       it(`${what} removes the subscription`, async () => {
-        const alice = await user('alice');
-        const bob = await user('bob');
-        const tb = await subscribe(kind, bob);
-        const topic = await topicOf(alice, bob);
-        await standIn().until(tb, 1);
-        await settle();
+        const { alice, bob, tb, topic } = await subscribedPair(kind);
         const removed = await metric('removed');
         standIn().script(tb, [answer]);
         const was = standIn().to(tb).length;
@@ -662,12 +668,7 @@ for (const kind of ['apns', 'fcm'] as const) {
     }
 
     it('503 then success: retried, the same wake-up, the subscription kept', async () => {
-      const alice = await user('alice');
-      const bob = await user('bob');
-      const tb = await subscribe(kind, bob);
-      const topic = await topicOf(alice, bob);
-      await standIn().until(tb, 1);
-      await settle();
+      const { alice, bob, tb, topic } = await subscribedPair(kind);
       const retried = await metric('retried');
       standIn().script(tb, ['busy']);
       const was = standIn().to(tb).length;
@@ -681,12 +682,7 @@ for (const kind of ['apns', 'fcm'] as const) {
     });
 
     it('429 with Retry-After: the retry waits as asked', async () => {
-      const alice = await user('alice');
-      const bob = await user('bob');
-      const tb = await subscribe(kind, bob);
-      const topic = await topicOf(alice, bob);
-      await standIn().until(tb, 1);
-      await settle();
+      const { alice, bob, tb, topic } = await subscribedPair(kind);
       standIn().script(tb, ['slow']);
       const was = standIn().to(tb).length;
       await post(topic, alice, 'slow down');
@@ -696,12 +692,7 @@ for (const kind of ['apns', 'fcm'] as const) {
 
     const refresh = kind === 'apns' ? '403 ExpiredProviderToken: a new provider token, then the wake-up' : '401: a new access token, then the wake-up';
     it(refresh, async () => {
-      const alice = await user('alice');
-      const bob = await user('bob');
-      const tb = await subscribe(kind, bob);
-      const topic = await topicOf(alice, bob);
-      await standIn().until(tb, 1);
-      await settle();
+      const { alice, bob, tb, topic } = await subscribedPair(kind);
       const grants = fcm.issued.length;
       standIn().script(tb, ['expired']);
       const was = standIn().to(tb).length;
@@ -723,12 +714,7 @@ for (const kind of ['apns', 'fcm'] as const) {
     });
 
     it('a provider that never answers never slows posts; the send times out and is retried', async () => {
-      const alice = await user('alice');
-      const bob = await user('bob');
-      const tb = await subscribe(kind, bob);
-      const topic = await topicOf(alice, bob);
-      await standIn().until(tb, 1);
-      await settle();
+      const { alice, bob, tb, topic } = await subscribedPair(kind);
       const failed = await metric('failed');
       standIn().script(tb, ['hang', 'hang', 'hang']);
       const was = standIn().to(tb).length;
