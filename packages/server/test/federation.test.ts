@@ -378,6 +378,15 @@ describe('federation: a server speaks only for its own users and topics', () => 
     assert.equal(await gamma.server.ctx.store.getTopic(alone.id), null, 'gamma keeps nothing');
   });
 
+  it('a delivery of more than 100 entries is refused before any entry is looked at', async () => {
+    const [e0] = await alpha.server.ctx.store.getEntries(topic.id, 0, 1);
+    const entries = Array.from({ length: 101 }, (_, i) => ({ index: i, entry: toBase64url(e0!.entry) }));
+    const r = await signedPost(alpha, beta, `/v1/federation/topics/${toBase64url(topic.id)}/entries`, { entries, checkpoint: toBase64url(e0!.checkpoint!) });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error.code, 'request.bad_field');
+    assert.match(r.body.error.message, /1–100 per delivery/);
+  });
+
   it('a claim for a claimer of another server is refused', async () => {
     const r = await signedPost(gamma, beta, `/v1/federation/users/${encodeURIComponent(bob.user)}/topic-keys/claim`, { claimer: alice.user });
     assert.equal(r.status, 403);
