@@ -6,6 +6,7 @@
  * again on receipt.
  */
 import { RendezvousError } from './errors.ts';
+import { toHex } from './bytes.ts';
 import { isCanonicalPoint, isSmallOrderEncoding } from './crypto/ed25519-policy.ts';
 
 export const ED25519_PUBLIC_KEY_SIZE = 32;
@@ -24,7 +25,17 @@ const P = (1n << 255n) - 19n;
 function leBytes(n: bigint): string {
   const out = new Uint8Array(32);
   for (let i = 0; i < 32; i++) out[i] = Number((n >> BigInt(8 * i)) & 0xffn);
-  return Array.from(out, (b) => b.toString(16).padStart(2, '0')).join('');
+  return toHex(out);
+}
+
+/**
+ * u < p for a 32-byte little-endian u whose top bit is clear: u ≥ p = 2^255 − 19 only when
+ * bytes 1…30 are 0xff, byte 31 is 0x7f and byte 0 is at least 0xed.
+ */
+function belowP(pk: Uint8Array): boolean {
+  if (pk[31] !== 0x7f || pk[0]! < 0xed) return true;
+  for (let i = 1; i < 31; i++) if (pk[i] !== 0xff) return true;
+  return false;
 }
 
 /**
@@ -43,12 +54,6 @@ const X25519_LOW_ORDER = new Set([
 
 /** An X25519 public key must be canonical (u < p, top bit clear) and not of small order. */
 export function checkX25519PublicKey(pk: Uint8Array, what = 'X25519 public key'): void {
-  let ok = pk.length === X25519_KEY_SIZE && (pk[31]! & 0x80) === 0;
-  if (ok) {
-    let u = 0n;
-    for (let i = 31; i >= 0; i--) u = (u << 8n) | BigInt(pk[i]!);
-    const hex = Array.from(pk, (b) => b.toString(16).padStart(2, '0')).join('');
-    ok = u < P && !X25519_LOW_ORDER.has(hex);
-  }
+  const ok = pk.length === X25519_KEY_SIZE && (pk[31]! & 0x80) === 0 && belowP(pk) && !X25519_LOW_ORDER.has(toHex(pk));
   if (!ok) throw new RendezvousError('crypto.bad_key', `invalid ${what}`);
 }

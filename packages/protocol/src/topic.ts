@@ -8,10 +8,10 @@
  */
 import { RendezvousError } from './errors.ts';
 import { Reader, Writer, decodeAll } from './encoding.ts';
-import { equal, toBase64url } from './bytes.ts';
+import { equal, toHex } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
 import { SignLabel, requireSignature, signWithLabel } from './sign.ts';
-import { type TopicKey, MAX_SERVER_NAME_BYTES, isServerName, parseUserId, readTopicKey, topicKeyId, verifyTopicKey, writeTopicKey } from './identity.ts';
+import { type TopicKey, MAX_SERVER_NAME_BYTES, isServerName, parseUserId, readTopicKey, verifyTopicKey, writeTopicKey } from './identity.ts';
 import {
   BACKWARD_LINK_SIZE,
   COMMITMENT_SIZE,
@@ -194,6 +194,21 @@ export function topicUpdateHash(crypto: CryptoProvider, u: TopicUpdate | Uint8Ar
   return crypto.sha256(u instanceof Uint8Array ? u : encodeTopicUpdate(u));
 }
 
+/** Verifies the signer's signature on `u`; returns the to-be-signed encoding, for updateHashOf. */
+function verifyUpdateSignature(crypto: CryptoProvider, signatureKey: Uint8Array, u: TopicUpdate): Uint8Array {
+  const tbs = topicUpdateTbs(u);
+  requireSignature(crypto, signatureKey, SignLabel.topicUpdate, tbs, u.signature, 'topic update');
+  return tbs;
+}
+
+/**
+ * topicUpdateHash(u) from its to-be-signed encoding: encode(TopicUpdate) is tbs followed by the
+ * 64-byte signature (see encodeTopicUpdate), so a large update is encoded once, not twice.
+ */
+function updateHashOf(crypto: CryptoProvider, tbs: Uint8Array, u: TopicUpdate): Uint8Array {
+  return crypto.sha256(new Writer(tbs.length + 64).raw(tbs).fixed(u.signature, 64).finish());
+}
+
 // ---------------------------------------------------------------------------------------------
 // State (spec §7.5)
 
@@ -253,13 +268,21 @@ export function requiresBackwardLink(history: History, action: Action['type']): 
   return true;
 }
 
-function checkNewMember(crypto: CryptoProvider, m: Member, members: ReadonlyMap<number, Member>, opts: ApplyOptions): void {
+function checkNewMember(crypto: CryptoProvider, m: Member, opts: ApplyOptions): void {
   verifyTopicKey(crypto, m.topicKey);
   opts.checkIdentity?.(m.topicKey.user, m.topicKey.identityKey);
-  const id = topicKeyId(m.topicKey);
-  for (const other of members.values()) {
+}
+
+/**
+ * A newcomer must not share its user or its topic key (named by the signature key) with a
+ * member: fails with the rule the first conflicting member, in `members` order, breaks.
+ */
+function requireDistinct(m: Member, members: Iterable<Member>): void {
+  for (const other of members) {
     if (other.topicKey.user === m.topicKey.user) fail('topic.already_member', `${m.topicKey.user} is already a member`);
-    if (topicKeyId(other.topicKey) === id) fail('topic.duplicate_key', 'topic key is already used in this topic');
+    if (equal(other.topicKey.signatureKey, m.topicKey.signatureKey)) {
+      fail('topic.duplicate_key', 'topic key is already used in this topic');
+    }
   }
 }
 
@@ -343,8 +366,11 @@ export function applyUpdate(
   const shareIds = newEpoch ? [...members.keys()].sort((x, y) => x - y) : newMembers.map((m) => m.id);
   checkShares(u, shareIds);
 
-  requireSignature(crypto, signer.topicKey.signatureKey, SignLabel.topicUpdate, topicUpdateTbs(u), u.signature, 'topic update');
-  for (const m of newMembers) checkNewMember(crypto, m, state.members, opts);
+  const tbs = verifyUpdateSignature(crypto, signer.topicKey.signatureKey, u);
+  for (const m of newMembers) {
+    checkNewMember(crypto, m, opts);
+    requireDistinct(m, state.members.values());
+  }
 
   return {
     topicId: state.topicId,
@@ -353,7 +379,7 @@ export function applyUpdate(
     epoch: u.epoch,
     members,
     nextMemberId,
-    head: topicUpdateHash(crypto, u),
+    head: updateHashOf(crypto, tbs, u),
     commitments: newEpoch ? [...state.commitments, u.commitment!] : state.commitments,
     pendingRekey: newEpoch ? false : state.pendingRekey || a.type === 'leave',
   };
@@ -388,11 +414,19 @@ function applyCreate(
     u,
     a.members.map((m) => m.id),
   );
-  requireSignature(crypto, signer.topicKey.signatureKey, SignLabel.topicUpdate, topicUpdateTbs(u), u.signature, 'topic update');
+  const tbs = verifyUpdateSignature(crypto, signer.topicKey.signatureKey, u);
 
+  // The duplicate rules of requireDistinct against every earlier member, in O(1) per member:
+  // only on a hit are the earlier members scanned, for the rule the first conflict breaks.
   const members = new Map<number, Member>();
+  const users = new Set<string>();
+  const keyIds = new Set<string>();
   for (const m of a.members) {
-    checkNewMember(crypto, m, members, opts);
+    checkNewMember(crypto, m, opts);
+    const keyId = toHex(m.topicKey.signatureKey);
+    if (users.has(m.topicKey.user) || keyIds.has(keyId)) requireDistinct(m, members.values());
+    users.add(m.topicKey.user);
+    keyIds.add(keyId);
     members.set(m.id, m);
   }
   return {
@@ -402,7 +436,7 @@ function applyCreate(
     epoch: 0,
     members,
     nextMemberId: a.members.length,
-    head: topicUpdateHash(crypto, u),
+    head: updateHashOf(crypto, tbs, u),
     commitments: [u.commitment],
     pendingRekey: false,
   };
@@ -420,7 +454,6 @@ export function memberByUser(state: TopicState, user: string): Member | undefine
 }
 
 export function memberByTopicKey(state: TopicState, signatureKey: Uint8Array): Member | undefined {
-  const id = toBase64url(signatureKey);
-  for (const m of state.members.values()) if (topicKeyId(m.topicKey) === id) return m;
+  for (const m of state.members.values()) if (equal(m.topicKey.signatureKey, signatureKey)) return m;
   return undefined;
 }

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { Reader, Writer, decodeAll, MAX_VARINT } from '../src/encoding.ts';
 import { RendezvousError } from '../src/errors.ts';
-import { fromHex } from '../src/bytes.ts';
+import { fromBase64url, fromHex, toBase64url } from '../src/bytes.ts';
 import {
   decodeDeviceCert,
   decodeDevicePrekey,
@@ -134,6 +134,28 @@ function checkCanonical(s: (typeof structures)[number], b: Uint8Array): void {
   }
   assert.deepEqual(s.encode(value, b), b, `${s.name}: a decodable input does not re-encode to itself`);
 }
+
+describe('base64url (RFC 4648 §5, unpadded)', () => {
+  it('encodes as Node does, and decodes back, for every length and any bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+        const s = toBase64url(bytes);
+        assert.equal(s, Buffer.from(bytes).toString('base64url'));
+        assert.deepEqual(fromBase64url(s), bytes);
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('refuses padding, other alphabets, impossible lengths and non-zero spare bits', () => {
+    for (const bad of ['AA==', 'A', 'AAAAA', 'AB', 'AAB', 'A+A', 'A/A', 'AA AA', 'AA\n', 'Zg=', 'ÿÿ']) {
+      assert.throws(() => fromBase64url(bad), (e: unknown) => e instanceof RendezvousError && e.code === 'encoding.bad_value', bad);
+    }
+    assert.deepEqual(fromBase64url(''), new Uint8Array(0));
+    assert.deepEqual(fromBase64url('AA'), new Uint8Array([0]));
+    assert.deepEqual(fromBase64url('AAA'), new Uint8Array([0, 0]));
+  });
+});
 
 describe('structures', () => {
   for (const s of structures) {

@@ -109,8 +109,24 @@ function i2osp(n: number, w: number): Uint8Array {
 const KEM_SUITE_ID = concat(utf8('KEM'), i2osp(HPKE_KEM_X25519_SHA256, 2));
 
 /** The HPKE suite_id = "HPKE" || I2OSP(kem_id, 2) || I2OSP(kdf_id, 2) || I2OSP(aead_id, 2) (§5.1). */
-function hpkeSuiteId(suite: HpkeSuite): Uint8Array {
+function makeSuiteId(suite: HpkeSuite): Uint8Array {
   return concat(utf8('HPKE'), i2osp(suite.kemId, 2), i2osp(suite.kdfId, 2), i2osp(suite.aeadId, 2));
+}
+
+/** The suite_id of each supported suite, computed once (an epoch re-key runs one HPKE per member). */
+const SUITE_IDS = new Map<HpkeSuite, Uint8Array>(SUITES.map((s) => [s, makeSuiteId(s)]));
+
+function hpkeSuiteId(suite: HpkeSuite): Uint8Array {
+  return SUITE_IDS.get(suite) ?? makeSuiteId(suite);
+}
+
+/** UTF-8 of the labels of this file, encoded once each (the set is fixed by the code). */
+const LABELS = new Map<string, Uint8Array>();
+
+function labelBytes(label: string): Uint8Array {
+  let b = LABELS.get(label);
+  if (b === undefined) LABELS.set(label, (b = utf8(label)));
+  return b;
 }
 
 /** LabeledExtract(salt, label, ikm) = Extract(salt, "HPKE-v1" || suite_id || label || ikm) (§4). */
@@ -121,7 +137,7 @@ function labeledExtract(
   label: string,
   ikm: Uint8Array,
 ): Uint8Array {
-  return crypto.hkdfExtract(salt, concat(HPKE_V1, suiteId, utf8(label), ikm));
+  return crypto.hkdfExtract(salt, concat(HPKE_V1, suiteId, labelBytes(label), ikm));
 }
 
 /**
@@ -140,7 +156,7 @@ function labeledExpand(
   if (!Number.isSafeInteger(length) || length < 0 || length > 255 * 32) {
     throw new RendezvousError('crypto.bad_key', 'HPKE output length out of range');
   }
-  return crypto.hkdfExpand(prk, concat(i2osp(length, 2), HPKE_V1, suiteId, utf8(label), info), length);
+  return crypto.hkdfExpand(prk, concat(i2osp(length, 2), HPKE_V1, suiteId, labelBytes(label), info), length);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,14 +255,27 @@ export interface HpkeKeySchedule {
 }
 
 /**
- * HpkeKeySchedule(mode_base, shared_secret, info, psk = "", psk_id = "") (§5.1). With the default
- * PSK, VerifyPSKInputs passes trivially and psk_id_hash is LabeledExtract("", "psk_id_hash", "").
- * Returns every intermediate value so the vector test can check each one.
+ * psk_id_hash = LabeledExtract("", "psk_id_hash", "") depends on the suite alone in mode_base:
+ * computed once per provider and suite. (Per provider, not globally, so that a provider is
+ * only ever served values it computed itself.) Callers only read it.
  */
-export function hpkeKeyScheduleBase(crypto: CryptoProvider, suite: HpkeSuite, sharedSecret: Uint8Array, info: Uint8Array): HpkeKeySchedule {
+const PSK_ID_HASHES = new WeakMap<CryptoProvider, Map<HpkeSuite, Uint8Array>>();
+
+function pskIdHashBase(crypto: CryptoProvider, suite: HpkeSuite, sid: Uint8Array): Uint8Array {
+  let bySuite = PSK_ID_HASHES.get(crypto);
+  if (bySuite === undefined) PSK_ID_HASHES.set(crypto, (bySuite = new Map()));
+  let h = bySuite.get(suite);
+  if (h === undefined) bySuite.set(suite, (h = labeledExtract(crypto, sid, EMPTY, 'psk_id_hash', EMPTY)));
+  return h;
+}
+
+/** The key schedule up to the exporter secret, which only `export` needs (see exporterSecret). */
+type KeyScheduleCore = Omit<HpkeKeySchedule, 'exporterSecret'>;
+
+function keyScheduleCore(crypto: CryptoProvider, suite: HpkeSuite, sharedSecret: Uint8Array, info: Uint8Array): KeyScheduleCore {
   checkSuite(suite);
   const sid = hpkeSuiteId(suite);
-  const pskIdHash = labeledExtract(crypto, sid, EMPTY, 'psk_id_hash', EMPTY);
+  const pskIdHash = pskIdHashBase(crypto, suite, sid);
   const infoHash = labeledExtract(crypto, sid, EMPTY, 'info_hash', info);
   const keyScheduleContext = concat(Uint8Array.of(MODE_BASE), pskIdHash, infoHash);
   const secret = labeledExtract(crypto, sid, sharedSecret, 'secret', EMPTY);
@@ -255,8 +284,22 @@ export function hpkeKeyScheduleBase(crypto: CryptoProvider, suite: HpkeSuite, sh
     secret,
     key: labeledExpand(crypto, sid, secret, 'key', keyScheduleContext, suite.Nk),
     baseNonce: labeledExpand(crypto, sid, secret, 'base_nonce', keyScheduleContext, suite.Nn),
-    exporterSecret: labeledExpand(crypto, sid, secret, 'exp', keyScheduleContext, suite.Nh),
   };
+}
+
+/** exporter_secret = LabeledExpand(secret, "exp", key_schedule_context, Nh) (§5.1). */
+function exporterSecret(crypto: CryptoProvider, suite: HpkeSuite, ks: KeyScheduleCore): Uint8Array {
+  return labeledExpand(crypto, hpkeSuiteId(suite), ks.secret, 'exp', ks.keyScheduleContext, suite.Nh);
+}
+
+/**
+ * HpkeKeySchedule(mode_base, shared_secret, info, psk = "", psk_id = "") (§5.1). With the default
+ * PSK, VerifyPSKInputs passes trivially and psk_id_hash is LabeledExtract("", "psk_id_hash", "").
+ * Returns every intermediate value so the vector test can check each one.
+ */
+export function hpkeKeyScheduleBase(crypto: CryptoProvider, suite: HpkeSuite, sharedSecret: Uint8Array, info: Uint8Array): HpkeKeySchedule {
+  const ks = keyScheduleCore(crypto, suite, sharedSecret, info);
+  return { ...ks, exporterSecret: exporterSecret(crypto, suite, ks) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,15 +316,17 @@ abstract class HpkeContextBase {
   readonly #suite: HpkeSuite;
   readonly #key: Uint8Array;
   readonly #baseNonce: Uint8Array;
-  readonly #exporterSecret: Uint8Array;
+  /** The key schedule, until export() first needs the exporter secret; then that secret. */
+  #exporter: KeyScheduleCore | Uint8Array;
   #seq = 0;
 
-  constructor(crypto: CryptoProvider, suite: HpkeSuite, ks: HpkeKeySchedule) {
+  constructor(crypto: CryptoProvider, suite: HpkeSuite, ks: KeyScheduleCore) {
     this.#crypto = crypto;
     this.#suite = suite;
     this.#key = ks.key;
     this.#baseNonce = ks.baseNonce;
-    this.#exporterSecret = ks.exporterSecret;
+    // Derived on first use: a single-shot seal or open (every key share) never exports.
+    this.#exporter = ks;
   }
 
   /** The sequence number the next seal/open will use. */
@@ -312,7 +357,8 @@ abstract class HpkeContextBase {
 
   /** Context.Export(exporter_context, L) = LabeledExpand(exporter_secret, "sec", exporter_context, L) (§5.3). */
   export(exporterContext: Uint8Array, length: number): Uint8Array {
-    return labeledExpand(this.#crypto, hpkeSuiteId(this.#suite), this.#exporterSecret, 'sec', exporterContext, length);
+    if (!(this.#exporter instanceof Uint8Array)) this.#exporter = exporterSecret(this.#crypto, this.#suite, this.#exporter);
+    return labeledExpand(this.#crypto, hpkeSuiteId(this.#suite), this.#exporter, 'sec', exporterContext, length);
   }
 }
 
@@ -340,7 +386,7 @@ export function setupBaseS(
 ): { enc: Uint8Array; context: HpkeSenderContext } {
   checkSuite(suite);
   const { sharedSecret, enc } = hpkeEncap(crypto, recipientPublicKey, random);
-  return { enc, context: new HpkeSenderContext(crypto, suite, hpkeKeyScheduleBase(crypto, suite, sharedSecret, info)) };
+  return { enc, context: new HpkeSenderContext(crypto, suite, keyScheduleCore(crypto, suite, sharedSecret, info)) };
 }
 
 /** SetupBaseR(enc, skR, info) (§5.1.1). */
@@ -353,7 +399,7 @@ export function setupBaseR(
 ): HpkeRecipientContext {
   checkSuite(suite);
   const sharedSecret = hpkeDecap(crypto, enc, recipientSecretKey);
-  return new HpkeRecipientContext(crypto, suite, hpkeKeyScheduleBase(crypto, suite, sharedSecret, info));
+  return new HpkeRecipientContext(crypto, suite, keyScheduleCore(crypto, suite, sharedSecret, info));
 }
 
 // ---------------------------------------------------------------------------------------------

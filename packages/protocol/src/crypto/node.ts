@@ -3,13 +3,21 @@
  * Node clients; must agree bit for bit with `noble.ts` (see provider.ts).
  *
  * Key import costs dominate small operations: OpenSSL 3's DER decoder takes ~0.2 ms for an
- * SPKI key and ~0.6 ms for a PKCS#8 key, against ~0.05 ms for an Ed25519 signature. Hence:
- * - public keys are imported as JWK (`{kty: 'OKP', x}`), Node's raw-key path (~0.02 ms);
- * - verified Ed25519 public keys are kept in a bounded LRU map;
- * - private keys go through PKCS#8 DER (the only documented import of a bare seed) and are kept
- *   in a WeakMap keyed by the caller's own Uint8Array, so a secret lives no longer than the
- *   caller's array; each hit re-checks the bytes, so a reused or wiped array is never served a
- *   stale key.
+ * SPKI key and ~0.5 ms for a PKCS#8 key, against ~0.05 ms for an Ed25519 signature. Hence:
+ * - public keys are imported as JWK (`{kty: 'OKP', x}`), Node's raw-key path (~0.01 ms);
+ * - Ed25519 public keys that passed the policy's byte-level checks are kept in a bounded LRU map;
+ * - private keys are imported as JWK too (`{kty: 'OKP', d}`, ~0.05 ms including OpenSSL's
+ *   derivation of the public half), falling back to PKCS#8 DER (~0.5 ms) should a Node release
+ *   ever refuse that form. Node's JWK import of an OKP private key reads only `d` (the raw
+ *   seed, handed to EVP_PKEY_new_raw_private_key, which derives the public key itself); `x`
+ *   must merely be a string, so we pass an empty one rather than a value we would have to trust.
+ *   No public key is ever read back from a JWK we built: public keys come from OpenSSL's own
+ *   derivation, and the RFC 7748 / RFC 8032 / RFC 9180 vectors pin the results.
+ *   Private KeyObjects are kept in a WeakMap keyed by the caller's own Uint8Array, so a secret
+ *   lives no longer than the caller's array; each hit re-checks the bytes, so a reused or wiped
+ *   array is never served a stale key.
+ * A fresh X25519 secret (an HPKE ephemeral key) therefore costs one raw import (which computes
+ * its public key, RFC 7748 §6.1) and one scalar multiplication per Diffie–Hellman.
  */
 import {
   createCipheriv,
@@ -25,7 +33,7 @@ import {
 } from 'node:crypto';
 import { equal } from '../bytes.ts';
 import { RendezvousError } from '../errors.ts';
-import { isAcceptablePublicKey, precheckSignature } from './ed25519-policy.ts';
+import { isAcceptablePublicKeyEncoding, precheckSignature } from './ed25519-policy.ts';
 import { AEAD_KEY_LENGTH, type Aead, type CryptoProvider } from './provider.ts';
 
 // RFC 8410 §7 / §10: fixed DER prefixes for a 32-byte key of each algorithm.
@@ -65,51 +73,93 @@ interface PrivateEntry {
   readonly key: KeyObject;
 }
 
-function privateKeyCache(prefix: Buffer, what: string): (secret: Uint8Array) => KeyObject {
+/** Imports a 32-byte raw secret: the JWK raw-key path, or PKCS#8 DER if that path refuses it. */
+function importPrivate(crv: 'Ed25519' | 'X25519', prefix: Buffer, secret: Uint8Array, what: string): KeyObject {
+  try {
+    return createPrivateKey({ key: { kty: 'OKP', crv, d: b64url(secret), x: '' }, format: 'jwk' });
+  } catch {
+    // Not expected from any Node release so far; the slow documented path keeps us working.
+  }
+  const der = Buffer.concat([prefix, secret]);
+  try {
+    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  } catch {
+    throw badKey(`invalid ${what}`);
+  } finally {
+    der.fill(0);
+  }
+}
+
+function privateKeyCache(crv: 'Ed25519' | 'X25519', prefix: Buffer, what: string): (secret: Uint8Array) => KeyObject {
   const cache = new WeakMap<Uint8Array, PrivateEntry>();
   return (secret) => {
     if (!(secret instanceof Uint8Array) || secret.length !== 32) throw badKey(`${what} must be 32 bytes`);
     const hit = cache.get(secret);
     if (hit !== undefined && equal(hit.bytes, secret)) return hit.key;
-    const der = Buffer.concat([prefix, secret]);
-    let key: KeyObject;
-    try {
-      key = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
-    } catch {
-      throw badKey(`invalid ${what}`);
-    } finally {
-      der.fill(0);
-    }
+    const key = importPrivate(crv, prefix, secret, what);
     cache.set(secret, { bytes: new Uint8Array(secret), key });
     return key;
   };
 }
 
 export interface NodeCryptoOptions {
-  /** How many verified Ed25519 public keys to keep imported (LRU). Default 4096; 0 disables. */
+  /**
+   * How many public keys to keep imported (LRU), for each of Ed25519 (verification keys) and
+   * X25519 (key-share recipients). Default 4096; 0 disables.
+   */
   publicKeyCacheSize?: number;
+}
+
+/** A bounded map that forgets its least recently used entry. */
+class Lru<V> {
+  readonly #map = new Map<string, V>();
+  constructor(readonly max: number) {}
+
+  get(k: string): V | undefined {
+    const hit = this.#map.get(k);
+    if (hit !== undefined) {
+      this.#map.delete(k);
+      this.#map.set(k, hit);
+    }
+    return hit;
+  }
+
+  set(k: string, v: V): void {
+    if (this.max <= 0) return;
+    if (this.#map.size >= this.max) this.#map.delete(this.#map.keys().next().value!);
+    this.#map.set(k, v);
+  }
 }
 
 export function createNodeCrypto(options: NodeCryptoOptions = {}): CryptoProvider {
   const maxPublic = options.publicKeyCacheSize ?? 4096;
-  // Only keys that passed the policy's public-key check are stored, so a hit skips that check.
-  const edPublic = new Map<string, KeyObject>();
-  const edPrivate = privateKeyCache(ED25519_PKCS8_PREFIX, 'Ed25519 secret key');
-  const xPrivate = privateKeyCache(X25519_PKCS8_PREFIX, 'X25519 secret key');
+  // Only keys that passed the policy's byte-level public-key check are stored, so a hit skips
+  // that check. Whether the key decodes to a point is left to OpenSSL's verify (see
+  // isAcceptablePublicKeyEncoding): a key that does not verifies nothing, cached or not.
+  const edPublic = new Lru<KeyObject>(maxPublic);
+  // X25519 public keys as imported: any 32 bytes with bit 255 clear import (the all-zero
+  // result of a low-order key is refused after the multiplication), so nothing is checked.
+  const xPublic = new Lru<KeyObject>(maxPublic);
+  const edPrivate = privateKeyCache('Ed25519', ED25519_PKCS8_PREFIX, 'Ed25519 secret key');
+  const xPrivate = privateKeyCache('X25519', X25519_PKCS8_PREFIX, 'X25519 secret key');
 
   function edPublicKey(publicKey: Uint8Array): KeyObject | undefined {
     const id = b64url(publicKey);
     const hit = edPublic.get(id);
-    if (hit !== undefined) {
-      edPublic.delete(id);
-      edPublic.set(id, hit);
-      return hit;
-    }
-    if (!isAcceptablePublicKey(publicKey)) return undefined;
+    if (hit !== undefined) return hit;
+    if (!isAcceptablePublicKeyEncoding(publicKey)) return undefined;
     const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: id }, format: 'jwk' });
-    if (maxPublic > 0) {
-      if (edPublic.size >= maxPublic) edPublic.delete(edPublic.keys().next().value!);
-      edPublic.set(id, key);
+    edPublic.set(id, key);
+    return key;
+  }
+
+  /** `u` has bit 255 cleared already (see x25519). */
+  function xPublicKey(u: Uint8Array): KeyObject {
+    const id = b64url(u);
+    let key = xPublic.get(id);
+    if (key === undefined) {
+      key = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: id }, format: 'jwk' });
+      xPublic.set(id, key);
     }
     return key;
   }
@@ -169,8 +219,9 @@ export function createNodeCrypto(options: NodeCryptoOptions = {}): CryptoProvide
         if (!(signature instanceof Uint8Array) || !precheckSignature(signature)) return false;
         if (!(publicKey instanceof Uint8Array) || publicKey.length !== 32) return false;
         const key = edPublicKey(publicKey);
-        // OpenSSL (RFC 8032 §5.1.7, as in ref10) checks S < L and compares encode([S]B − [k]A)
-        // with R byte for byte: the cofactorless equation. The precheck covers the rest.
+        // OpenSSL (RFC 8032 §5.1.7, as in ref10) decodes A (refusing a y with no x), checks
+        // S < L and compares encode([S]B − [k]A) with R byte for byte: the cofactorless
+        // equation. The prechecks cover the rest.
         return key !== undefined && nodeVerify(null, message, key, signature);
       } catch {
         return false;
@@ -190,8 +241,7 @@ export function createNodeCrypto(options: NodeCryptoOptions = {}): CryptoProvide
       u[31] = u[31]! & 0x7f;
       let shared: Uint8Array;
       try {
-        const pub = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64url(u) }, format: 'jwk' });
-        shared = plain(diffieHellman({ privateKey: priv, publicKey: pub }));
+        shared = plain(diffieHellman({ privateKey: priv, publicKey: xPublicKey(u) }));
       } catch {
         // OpenSSL refuses an all-zero result itself; any failure here is a bad peer key.
         throw badKey('X25519 failed');
