@@ -183,6 +183,7 @@ export async function deleteDevice(ctx: Context, caller: Caller, deviceId: strin
   const d = await ctx.store.getDevice(deviceId);
   if (d === null || d.user !== caller.user) throw new RendezvousError('device.unknown');
   await ctx.store.deleteDevice(deviceId);
+  forgetSessions(ctx, { deviceId });
   ctx.log.info({ user: caller.user, deviceId }, 'device removed');
   ctx.events.emit({ kind: 'device-removed', deviceId });
 }
@@ -217,15 +218,95 @@ export async function createSession(ctx: Context, deviceId: string, challengeByt
   return { token, expiresAt: row.expiresAt, user: cert.user, deviceId };
 }
 
+/**
+ * Sessions recently found in the store, so that a busy device's requests do not each read it:
+ * by token hash (hex), at most SESSION_CACHE_MAX, each trusted for SESSION_CACHE_TTL_MS of real
+ * time and never at or past the session's own expiry (the store's `now < expiresAt`, on the
+ * context's clock). Every way a session ends in this process drops it at once: logout
+ * (endSession), device removal (deleteDevice), user deletion (forgetSessions), and the bus
+ * signals `session-ended` and `device-removed` whoever emits them. The TTL bounds only what
+ * another process sharing the store may have deleted.
+ */
+interface CachedSession {
+  user: string;
+  deviceId: string;
+  expiresAt: number;
+  /** performance.now() after which the store is asked again. */
+  staleAt: number;
+}
+
+interface SessionCache {
+  byHash: Map<string, CachedSession>;
+  /** Bumped by every invalidation: a store read that started before one is not cached. */
+  generation: number;
+}
+
+export const SESSION_CACHE_TTL_MS = 5_000;
+const SESSION_CACHE_MAX = 10_000;
+const sessionCaches = new WeakMap<Context, SessionCache>();
+
+function sessionCache(ctx: Context): SessionCache {
+  let c = sessionCaches.get(ctx);
+  if (c === undefined) {
+    const cache: SessionCache = (c = { byHash: new Map(), generation: 0 });
+    sessionCaches.set(ctx, cache);
+    ctx.events.on((e) => {
+      if (e.kind === 'session-ended') dropSession(cache, e.tokenHash);
+      else if (e.kind === 'device-removed') dropSessions(cache, (s) => s.deviceId === e.deviceId);
+    });
+  }
+  return c;
+}
+
+/** Lowercase hex, as toHex (the bus's `session-ended` carries it), natively. */
+function hashKey(tokenHash: Uint8Array): string {
+  return Buffer.from(tokenHash.buffer, tokenHash.byteOffset, tokenHash.byteLength).toString('hex');
+}
+
+function dropSession(cache: SessionCache, hashHex: string): void {
+  cache.generation++;
+  cache.byHash.delete(hashHex);
+}
+
+function dropSessions(cache: SessionCache, match: (s: CachedSession) => boolean): void {
+  cache.generation++;
+  for (const [k, s] of cache.byHash) if (match(s)) cache.byHash.delete(k);
+}
+
+/**
+ * Drops cached sessions at once (the store's rows must already be gone): of one token hash, one
+ * device, or one user. For every path that ends sessions other than endSession and deleteDevice.
+ */
+export function forgetSessions(ctx: Context, which: { tokenHash: Uint8Array } | { deviceId: string } | { user: string }): void {
+  const cache = sessionCache(ctx);
+  if ('tokenHash' in which) dropSession(cache, hashKey(which.tokenHash));
+  else if ('deviceId' in which) dropSessions(cache, (s) => s.deviceId === which.deviceId);
+  else dropSessions(cache, (s) => s.user === which.user);
+}
+
 export async function authenticate(ctx: Context, token: string): Promise<Caller> {
   const tokenHash = sha256(ctx, token);
-  const s = await ctx.store.getSession(tokenHash, ctx.now());
+  const key = hashKey(tokenHash);
+  const cache = sessionCache(ctx);
+  const now = ctx.now();
+  const hit = cache.byHash.get(key);
+  if (hit !== undefined) {
+    if (now < hit.expiresAt && performance.now() < hit.staleAt) return { user: hit.user, deviceId: hit.deviceId, tokenHash };
+    cache.byHash.delete(key);
+  }
+  const generation = cache.generation;
+  const s = await ctx.store.getSession(tokenHash, now);
   if (s === null) throw new RendezvousError('auth.invalid_token');
+  if (cache.generation === generation) {
+    cache.byHash.set(key, { user: s.user, deviceId: s.deviceId, expiresAt: s.expiresAt, staleAt: performance.now() + SESSION_CACHE_TTL_MS });
+    if (cache.byHash.size > SESSION_CACHE_MAX) cache.byHash.delete(cache.byHash.keys().next().value!);
+  }
   return { user: s.user, deviceId: s.deviceId, tokenHash };
 }
 
 export async function endSession(ctx: Context, caller: Caller): Promise<void> {
   await ctx.store.deleteSession(caller.tokenHash);
+  forgetSessions(ctx, { tokenHash: caller.tokenHash });
   ctx.events.emit({ kind: 'session-ended', tokenHash: toHex(caller.tokenHash) });
 }
 
@@ -304,7 +385,7 @@ async function storeKeyUpload(
 ): Promise<Outcome> {
   let outcome: Outcome | undefined;
   const idempotency = { deviceId: caller.deviceId, clientId: sub.clientId, requestHash: sub.requestHash, createdAt: ctx.now() };
-  await ctx.store.addKeyUpload({
+  const { events } = await ctx.store.addKeyUpload({
     user: caller.user,
     senderDeviceId: caller.deviceId,
     ...(topicKeys === undefined ? {} : { topicKeys }),
@@ -313,7 +394,7 @@ async function storeKeyUpload(
     respond: (r) => responseJson((outcome = { status: 201, body: body(r) })),
     now: ctx.now(),
   });
-  for (const b of bundles) ctx.events.emit({ kind: 'bundle', deviceId: b.deviceId });
+  for (const e of events) if (e.kind === 'bundle') ctx.events.emit({ kind: 'bundle', deviceId: e.deviceId, seq: e.seq });
   return outcome!;
 }
 

@@ -10,38 +10,22 @@ import { LIMITS, RateLimiter, type LimitOverrides, type Limits, type RateName } 
 import type { BlobStore } from './storage/blobs.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { Federation, type FederationOptions } from './federation/federation.ts';
+import { createEventBus, type EventBus, type LiveCommit } from './events.ts';
 import type { ServerKeySource } from './federation/keys.ts';
 
 /** Signals for live delivery (the durable record is the store's event table). */
 export type ServerEvent =
   /**
-   * A new log entry; `users` are the members before and after it (who may need to hear), and
-   * `deviceId` the device that posted it.
+   * A new log entry; `users` are the members before and after it (who may need to hear),
+   * `deviceId` the device that posted it, and `live` the commit as live delivery sends it.
    */
-  | { kind: 'entry'; topicId: string; users: string[]; deviceId: string }
-  | { kind: 'bundle'; deviceId: string }
+  | { kind: 'entry'; topicId: string; users: string[]; deviceId: string; live?: LiveCommit }
+  /** A key bundle for a device; `seq` is its event's. */
+  | { kind: 'bundle'; deviceId: string; seq?: number }
   | { kind: 'device'; user: string }
   | { kind: 'device-removed'; deviceId: string }
   /** A session was ended (logout); `tokenHash` in hex. */
   | { kind: 'session-ended'; tokenHash: string };
-
-export interface EventBus {
-  emit(e: ServerEvent): void;
-  on(listener: (e: ServerEvent) => void): () => void;
-}
-
-export function createEventBus(): EventBus {
-  const listeners = new Set<(e: ServerEvent) => void>();
-  return {
-    emit(e) {
-      for (const l of listeners) l(e);
-    },
-    on(l) {
-      listeners.add(l);
-      return () => listeners.delete(l);
-    },
-  };
-}
 
 export interface Context {
   /** This server's name (the part after '@' in its users' ids). */

@@ -4,8 +4,13 @@
  * The durable record is the store's event table, written in the same transaction as what it
  * announces, with a global increasing sequence number. A device reads every event after its
  * cursor — over HTTP (`GET /v1/events`) or pushed over its WebSocket — and resumes from the last
- * sequence number it processed, so a reconnect loses nothing and repeats nothing. The in-process
- * event bus only says *when* to look; it carries nothing a device needs.
+ * sequence number it processed, so a reconnect loses nothing and repeats nothing.
+ *
+ * The in-process event bus says when to look. For a log append it also carries the commit,
+ * encoded once (`LiveCommit`), so a connection that is caught up sends those bytes instead of
+ * reading the store back: a message to a topic of 1,000 connected devices is encoded once, not
+ * 1,000 times. That shortcut is only taken when it delivers exactly what a store read would
+ * (see `EventBus.onDevice` and http/ws.ts); anything else falls back to the store.
  *
  * SQLite assigns sequence numbers inside its single writer's transactions, so events become
  * visible in sequence order and a cursor never skips one that commits later. (A backend with
@@ -14,7 +19,8 @@
  */
 import { toBase64url } from '@rendezvous/protocol';
 import type { Caller } from './accounts.ts';
-import type { Context } from './context.ts';
+import type { Context, ServerEvent } from './context.ts';
+import type { EntryRow, WrittenEvent } from './storage/store.ts';
 
 export const MAX_EVENTS_PER_BATCH = 500;
 
@@ -77,14 +83,145 @@ export async function readEvents(ctx: Context, caller: Caller, after: number, li
   return batch;
 }
 
-/** Whether a bus signal may concern this device (a cheap filter before reading the store). */
-export function concerns(caller: Caller, e: Parameters<Parameters<Context['events']['on']>[0]>[0]): boolean {
-  switch (e.kind) {
-    case 'entry':
-      return e.users.includes(caller.user);
-    case 'bundle':
-      return e.deviceId === caller.deviceId;
-    default:
-      return false;
-  }
+// ---------------------------------------------------------------------------------------------
+// The event bus
+
+/**
+ * One append's commit as live delivery sends it: the events it wrote (consecutive seqs `first`
+ * to `last`) and, encoded once, the batch a caught-up device of a member receives for it.
+ */
+export interface LiveCommit {
+  first: number;
+  last: number;
+  /** The seq of the commit's last entry event: the batch's cursor. */
+  lastEntrySeq: number;
+  /**
+   * Users whose membership the commit changed. Their devices read the store instead: a joining
+   * member's store read also returns the topic's earlier events after its cursor, a leaving
+   * member's none of the topic's, and the shared batch would say neither.
+   */
+  changed: ReadonlySet<string>;
+  /** `{"type":"events",events,cursor,checkpoints}` of the commit's entries, as `readEvents` would build it; built on first use. */
+  frame(): Buffer;
+}
+
+/** The LiveCommit of an append the store reported `written` for; undefined if it wrote no entry. */
+export function liveCommit(topicId: Uint8Array, entries: readonly EntryRow[], checkpoint: Uint8Array, written: readonly WrittenEvent[]): LiveCommit | undefined {
+  const entrySeqs = written.filter((w) => w.kind === 'entry');
+  if (entrySeqs.length === 0) return undefined;
+  let frame: Buffer | undefined;
+  return {
+    first: written[0]!.seq,
+    last: written[written.length - 1]!.seq,
+    lastEntrySeq: entrySeqs[entrySeqs.length - 1]!.seq,
+    changed: new Set(written.flatMap((w) => (w.kind === 'membership' ? [w.user] : []))),
+    frame() {
+      if (frame !== undefined) return frame;
+      const id = toBase64url(topicId);
+      const byIndex = new Map(entries.map((e) => [e.index, e]));
+      const events: EventJson[] = entrySeqs.map((w) => {
+        const e = byIndex.get(w.index);
+        if (e === undefined) throw new Error(`liveCommit: no entry ${w.index} in the batch`);
+        return { seq: w.seq, kind: 'entry', topicId: id, index: w.index, type: e.type, entry: toBase64url(e.entry) };
+      });
+      const batch: EventBatch = { events, cursor: this.lastEntrySeq, checkpoints: { [id]: toBase64url(checkpoint) } };
+      frame = Buffer.from(JSON.stringify({ type: 'events', ...batch }));
+      return frame;
+    },
+  };
+}
+
+type DeviceListener = { user: string; deviceId: string; fn: (e: ServerEvent, inOrder: boolean) => void };
+
+export interface EventBus {
+  emit(e: ServerEvent): void;
+  /** Every event (push, forwarded submissions). */
+  on(listener: (e: ServerEvent) => void): () => void;
+  /**
+   * The events that may concern one device: entries of topics its user is or was a member of
+   * (`users` of the event), its bundles and its removal, and every session end. `inOrder` is
+   * true when every event with a lower seq than this one's was emitted before it, or was written
+   * before `start`: a device that has read the store since it subscribed, and handled every
+   * signal since, has then been told about everything before this event that concerns it.
+   */
+  onDevice(user: string, deviceId: string, listener: (e: ServerEvent, inOrder: boolean) => void): () => void;
+  /** Everything up to `latestSeq` (the store's latest when live delivery starts) counts as emitted. */
+  start(latestSeq: number): void;
+}
+
+/** The seqs an event announces, if it says. */
+function seqRange(e: ServerEvent): [number, number] | null {
+  if (e.kind === 'entry') return e.live === undefined ? null : [e.live.first, e.live.last];
+  if (e.kind === 'bundle') return e.seq === undefined ? null : [e.seq, e.seq];
+  return null;
+}
+
+export function createEventBus(): EventBus {
+  const all = new Set<(e: ServerEvent) => void>();
+  const byUser = new Map<string, Set<DeviceListener>>();
+  const byDevice = new Map<string, Set<DeviceListener>>();
+  // Every seq ≤ through was emitted (or written before start); ranges emitted out of order wait
+  // in `ahead` (first → last). null until start: then nothing is in order.
+  let through: number | null = null;
+  const ahead = new Map<number, number>();
+
+  const add = (map: Map<string, Set<DeviceListener>>, key: string, l: DeviceListener) => {
+    let set = map.get(key);
+    if (set === undefined) map.set(key, (set = new Set()));
+    set.add(l);
+  };
+  const remove = (map: Map<string, Set<DeviceListener>>, key: string, l: DeviceListener) => {
+    const set = map.get(key);
+    if (set === undefined) return;
+    set.delete(l);
+    if (set.size === 0) map.delete(key);
+  };
+
+  return {
+    emit(e) {
+      const range = seqRange(e);
+      const inOrder = range !== null && through !== null && range[0] - 1 <= through;
+      if (range !== null && through !== null && range[1] > through) {
+        if (range[0] <= through + 1) {
+          through = range[1];
+          for (let next = ahead.get(through + 1); next !== undefined; next = ahead.get(through + 1)) {
+            ahead.delete(through + 1);
+            through = next;
+          }
+        } else ahead.set(range[0], range[1]);
+      }
+      for (const l of all) l(e);
+      switch (e.kind) {
+        case 'entry':
+          for (const user of e.users) for (const l of byUser.get(user) ?? []) l.fn(e, inOrder);
+          break;
+        case 'bundle':
+        case 'device-removed':
+          for (const l of byDevice.get(e.deviceId) ?? []) l.fn(e, inOrder);
+          break;
+        case 'session-ended':
+          for (const set of byDevice.values()) for (const l of set) l.fn(e, false);
+          break;
+        default:
+          break;
+      }
+    },
+    on(l) {
+      all.add(l);
+      return () => all.delete(l);
+    },
+    onDevice(user, deviceId, fn) {
+      const l: DeviceListener = { user, deviceId, fn };
+      add(byUser, user, l);
+      add(byDevice, deviceId, l);
+      return () => {
+        remove(byUser, user, l);
+        remove(byDevice, deviceId, l);
+      };
+    },
+    start(latestSeq) {
+      if (through === null || latestSeq > through) through = latestSeq;
+      for (const [first] of ahead) if (first <= through + 1) ahead.delete(first);
+    },
+  };
 }

@@ -47,6 +47,12 @@ export function createMetrics() {
       labelNames: ['kind', 'outcome'] as const,
       registers: [registry],
     }),
+    liveBatches: new Counter({
+      name: 'rendezvous_live_batches_total',
+      help: 'Event batches sent over WebSockets, by path: shared (a commit encoded once for every connection) or store (read back per connection)',
+      labelNames: ['path'] as const,
+      registers: [registry],
+    }),
     connectedDevices: new Gauge({ name: 'rendezvous_connected_devices', help: 'Live WebSocket connections', registers: [registry] }),
     keyPoolLow: new Counter({
       name: 'rendezvous_key_pool_low_total',

@@ -89,6 +89,9 @@ export class Push {
   private isConnected: (deviceId: string) => boolean = () => false;
   private off: (() => void) | null = null;
   private closed = false;
+  /** Users with a push subscription (a superset once loaded; see start). */
+  private readonly subscribers = new Set<string>();
+  private subscribersLoaded = false;
   /** Devices with an open coalescing window, and the timer that ends it. */
   private readonly windows = new Map<string, NodeJS.Timeout>();
   private readonly queue: Job[] = [];
@@ -169,6 +172,7 @@ export class Push {
       throw new RendezvousError('push.too_many', `a device holds at most ${PUSH_LIMITS.subscriptionsPerDevice} push subscriptions`);
     }
     if (input.kind === 'webpush') await checkEndpoint(endpoint, this.o.allowInsecure);
+    this.subscribers.add(caller.user);
     const row = await this.ctx.store.addPushSubscription(
       {
         id: toBase64url(this.ctx.random(16)),
@@ -198,6 +202,16 @@ export class Push {
   /** Starts listening to the event bus; `isConnected` says which devices are live on the WebSocket. */
   start(isConnected: (deviceId: string) => boolean): void {
     this.isConnected = isConnected;
+    // Who may need a push: a topic of 1,000 members must not cost 1,000 reads per entry when
+    // few of them subscribed. Users only ever join the set (subscribe adds at once); one whose
+    // subscriptions are gone costs a read that finds none.
+    this.ctx.store.usersWithPushSubscriptions().then(
+      (users) => {
+        for (const u of users) this.subscribers.add(u);
+        this.subscribersLoaded = true;
+      },
+      (err: unknown) => this.ctx.log.warn({ err }, 'push: could not list subscribed users; every member is looked up'),
+    );
     this.off = this.ctx.events.on((e) => {
       if (e.kind === 'entry') this.onEntry(e).catch((err: unknown) => this.ctx.log.warn({ err }, 'push: finding devices to wake failed'));
     });
@@ -228,6 +242,7 @@ export class Push {
     for (const user of e.users) {
       // Users of other servers are woken by their own home server.
       if (this.closed || !user.endsWith(suffix)) continue;
+      if (this.subscribersLoaded && !this.subscribers.has(user)) continue;
       const subs = await this.ctx.store.pushSubscriptionsOfUser(user);
       for (const deviceId of new Set(subs.map((s) => s.deviceId))) {
         if (deviceId !== e.deviceId && !this.isConnected(deviceId)) this.open(deviceId);

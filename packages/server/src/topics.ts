@@ -51,7 +51,8 @@ import {
 import type { Caller } from './accounts.ts';
 import type { Context } from './context.ts';
 import { removeTopic } from './files.ts';
-import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow } from './storage/store.ts';
+import type { AppendBatch, IdempotencyRow, MemberRow, TopicRow, WrittenEvent } from './storage/store.ts';
+import { liveCommit, type LiveCommit } from './events.ts';
 import { idempotencyRow, once, type Outcome, type Submission } from './idempotency.ts';
 import { forwardSubmission, remoteIdentity } from './federation/forward.ts';
 import { remoteServersOf, replicationPeers, wakeReplication } from './federation/replica.ts';
@@ -83,10 +84,21 @@ interface Pending {
 
 export const noPending = (): Pending => ({ hashes: new Map(), nonces: new Set() });
 
-const CACHE_MAX = 1_000;
+/**
+ * The cache is bounded by members, not topics: a topic's state grows with its members, and a
+ * miss costs a replay of its updates that grows with them too (a 10-member topic ≈ 10 ms). 10,000
+ * topics of 10 members stay cached; so do 200 topics of 1,000. Each topic weighs its member
+ * count plus CACHE_TOPIC_WEIGHT for what every topic holds whatever its size.
+ */
+const CACHE_MEMBERS = 150_000;
+const CACHE_TOPIC_WEIGHT = 4;
+
+const weight = (t: LoadedTopic) => t.state.members.size + CACHE_TOPIC_WEIGHT;
 
 interface TopicRuntime {
+  /** Least recently used first. */
   cache: Map<string, LoadedTopic>;
+  cacheWeight: number;
   locks: Map<string, Promise<unknown>>;
 }
 
@@ -95,7 +107,7 @@ const runtimes = new WeakMap<Context, TopicRuntime>();
 function runtime(ctx: Context): TopicRuntime {
   let r = runtimes.get(ctx);
   if (r === undefined) {
-    r = { cache: new Map(), locks: new Map() };
+    r = { cache: new Map(), cacheWeight: 0, locks: new Map() };
     runtimes.set(ctx, r);
   }
   return r;
@@ -140,14 +152,23 @@ export async function loadTopic(ctx: Context, topicId: Uint8Array): Promise<Load
 }
 
 export function remember(ctx: Context, key: string, t: LoadedTopic): void {
-  const { cache } = runtime(ctx);
-  cache.delete(key);
-  cache.set(key, t);
-  if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value!);
+  const r = runtime(ctx);
+  drop(r, key);
+  r.cache.set(key, t);
+  r.cacheWeight += weight(t);
+  // Evict the least recently used, but never the topic just remembered.
+  while (r.cacheWeight > CACHE_MEMBERS && r.cache.size > 1) drop(r, r.cache.keys().next().value!);
+}
+
+function drop(r: TopicRuntime, key: string): void {
+  const old = r.cache.get(key);
+  if (old === undefined) return;
+  r.cache.delete(key);
+  r.cacheWeight -= weight(old);
 }
 
 export function forget(ctx: Context, topicId: Uint8Array): void {
-  runtime(ctx).cache.delete(toHex(topicId));
+  drop(runtime(ctx), toHex(topicId));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,6 +198,28 @@ interface Appended {
 }
 
 /**
+ * What a topic's appends keep for the next ones, by the topic's `pending` object (which the
+ * successive cache values of one loaded topic share, and a reload or a create replaces):
+ * `edge`, the stored hashes the last append read and made (the roots of the log's perfect
+ * subtrees and the new leaf's path), most of what the next append needs; and `roots`, the
+ * roots of the ROOTS_KEPT sizes last appended or used by a message sent at an older head
+ * (validateMessage). A stored hash never changes once written, and each value here is one
+ * this topic's appends build on (read from the pending map or the store, or computed for the
+ * entry appended at its index), so a hit is what a read would give. A build that is never
+ * enqueued leaves its new leaf's hashes and root here, but the topic's size has not moved: the
+ * next build at that size writes its own before anything reads them (the indexes it reads
+ * first are older; validateMessage only asks for sizes below the topic's). Replicas of topics
+ * hosted elsewhere never build appends here, so they have no memo.
+ */
+interface AppendMemo {
+  edge: Map<number, Uint8Array>;
+  roots: Map<number, Uint8Array>;
+}
+const appendMemos = new WeakMap<Pending, AppendMemo>();
+/** Small: a memo lives as long as its topic is cached (≈ 2–4 KiB with the edge). */
+const ROOTS_KEPT = 8;
+
+/**
  * Builds the batch that appends one entry after `size` entries: the log entry, its stored
  * hashes (merkle.ts tlog layout), the new root and a checkpoint signed by this server.
  */
@@ -191,8 +234,17 @@ async function buildAppend(
   const timestamp = Math.max(ctx.now(), prev?.lastTimestamp ?? 0);
   const entry = encodeLogEntry({ type, timestamp, body });
   const hashes = new Map<number, Uint8Array>();
+  const edge = prev === null ? undefined : appendMemos.get(prev.pending)?.edge;
   const fetch = async (indexes: number[]) => {
-    const got = await readHashes(ctx, topicId, prev, indexes.filter((i) => !hashes.has(i)));
+    const missing: number[] = [];
+    for (const i of indexes) {
+      if (hashes.has(i)) continue;
+      const h = edge?.get(i);
+      if (h !== undefined) hashes.set(i, h);
+      else missing.push(i);
+    }
+    if (missing.length === 0) return;
+    const got = await readHashes(ctx, topicId, prev, missing);
     for (const [i, h] of got) hashes.set(i, h);
   };
   await fetch(storedHashesIndexes(n));
@@ -201,6 +253,15 @@ async function buildAppend(
   fresh.forEach((h, k) => hashes.set(base + k, h));
   await fetch(treeHashIndexes(n + 1));
   const root = treeHash(ctx.crypto, n + 1, hashReaderFromMap(hashes));
+  if (prev !== null) {
+    const memo = appendMemos.get(prev.pending);
+    if (memo === undefined) appendMemos.set(prev.pending, { edge: hashes, roots: new Map([[n + 1, root]]) });
+    else {
+      memo.edge = hashes;
+      memo.roots.set(n + 1, root);
+      if (memo.roots.size > ROOTS_KEPT) memo.roots.delete(memo.roots.keys().next().value!);
+    }
+  }
   const checkpoint = encodeCheckpoint(signCheckpoint(ctx.crypto, ctx.serverSeed, { origin: ctx.name, topicId, size: n + 1, root, timestamp }));
   return {
     index: n,
@@ -278,7 +339,7 @@ function enqueue(
   next: Omit<LoadedTopic, 'pending'>,
   pending: Pending,
   before: TopicState | null,
-  store: (batch: AppendBatch) => Promise<void>,
+  store: (batch: AppendBatch) => Promise<WrittenEvent[]>,
 ): Promise<void> {
   const end = ctx.metrics.storageSeconds.startTimer({ op: 'append' });
   const durable = store({ ...a.batch, idempotency: idem });
@@ -290,10 +351,10 @@ function enqueue(
     for (const n of a.batch.nonces) pending.nonces.delete(toHex(n));
   };
   return durable.then(
-    () => {
+    (written) => {
       end();
       settle();
-      announce(ctx, topicId, before, next.state, idem.deviceId);
+      announce(ctx, topicId, before, next.state, idem.deviceId, liveCommit(topicId, a.batch.entries, a.batch.checkpoint, written));
       if (next.state.host === ctx.name) wakeReplication(ctx, before, next.state);
     },
     (e: unknown) => {
@@ -451,7 +512,17 @@ async function validateMessage(ctx: Context, caller: Caller, topicId: Uint8Array
   let rootAtHead: Uint8Array | null = null;
   if (m.headSize === t.size) rootAtHead = t.root;
   else if (m.headSize >= 1 && m.headSize < t.size) {
-    rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
+    rootAtHead = appendMemos.get(t.pending)?.roots.get(m.headSize) ?? null;
+    if (rootAtHead === null) {
+      rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
+    }
+    // Kept (again) as the most recently used.
+    const roots = appendMemos.get(t.pending)?.roots;
+    if (roots !== undefined) {
+      roots.delete(m.headSize);
+      roots.set(m.headSize, rootAtHead);
+      if (roots.size > ROOTS_KEPT) roots.delete(roots.keys().next().value!);
+    }
   }
   const seen = t.pending.nonces.has(toHex(m.nonce)) || (await ctx.store.hasNonce(topicId, m.nonce));
   checkMessage(ctx.crypto, t.state, topicId, m, {
@@ -469,12 +540,19 @@ async function validateMessage(ctx: Context, caller: Caller, topicId: Uint8Array
  * Wakes live connections (and push, push.ts) of everyone the entry concerns: members before and
  * after it. `deviceId` is the device that posted it, which needs no wake-up.
  */
-export function announce(ctx: Context, topicId: Uint8Array, before: TopicState | null, after: TopicState, deviceId: string): void {
+export function announce(
+  ctx: Context,
+  topicId: Uint8Array,
+  before: TopicState | null,
+  after: TopicState,
+  deviceId: string,
+  live: LiveCommit | undefined,
+): void {
   const users = new Set<string>();
   for (const m of after.members.values()) users.add(m.topicKey.user);
   if (before !== null && before !== after) for (const m of before.members.values()) users.add(m.topicKey.user);
   ctx.metrics.appends.inc();
-  ctx.events.emit({ kind: 'entry', topicId: toHex(topicId), users: [...users], deviceId });
+  ctx.events.emit({ kind: 'entry', topicId: toHex(topicId), users: [...users], deviceId, ...(live === undefined ? {} : { live }) });
 }
 
 // ---------------------------------------------------------------------------------------------

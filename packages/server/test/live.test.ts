@@ -312,6 +312,47 @@ describe('WebSocket', () => {
     }
   });
 
+  it('sends what GET /v1/events returns, through the shared batch where it may and the store where membership changes', async () => {
+    const frank = await user('frank');
+    const gina = await user('gina');
+    const hal = await user('hal');
+    const shared = async () => (await server.ctx.metrics.liveBatches.get()).values.find((v) => v.labels.path === 'shared')?.value ?? 0;
+    const cursor = (await call(t, 'GET', '/v1/events?after=0', undefined, token(frank))).body.cursor;
+    const devices = { frank: await Device.open(frank, cursor), gina: await Device.open(gina, cursor), hal: await Device.open(hal, cursor) };
+    try {
+      const topic = await createTopic([
+        [frank, 'admin'],
+        [gina, 'participant'],
+      ]);
+      const id = toBase64url(topic.id);
+      const sharedBefore = await shared();
+      for (let i = 0; i < 3; i++) await post(topic, i % 2 === 0 ? frank : gina, `before hal ${i}`);
+      await topic.changeAndSync(frank, { type: 'add', role: 'participant', user: hal });
+      const last = await post(topic, hal, 'hal is in');
+      const lastArrived = (m: any) => m.type === 'events' && m.events.some((e: any) => e.topicId === id && e.index === last);
+      for (const d of Object.values(devices)) await d.until(lastArrived);
+      assert.ok((await shared()) - sharedBefore >= 6, `caught-up devices got the shared batch (${(await shared()) - sharedBefore} sent)`);
+      // Every device holds exactly what a store read from its cursor returns: hal, added with
+      // the topic already 4 entries long, got them all from the store when it joined.
+      for (const [name, u] of [['frank', frank], ['gina', gina], ['hal', hal]] as const) {
+        const read = await call(t, 'GET', `/v1/events?after=${cursor}`, undefined, token(u));
+        assert.deepEqual(devices[name].events(), read.body.events, `${name}: the WebSocket sent what the store holds`);
+      }
+      assert.deepEqual(devices.hal.entriesOf(topic), [0, 1, 2, 3, 4, 5]);
+
+      // Removed: gina hears of it (membership, from the store) and of nothing after it.
+      await topic.changeAndSync(frank, { type: 'remove', memberId: topic.memberId(gina) });
+      const after = await post(topic, frank, 'gina is out');
+      await devices.gina.until((m) => m.type === 'events' && m.events.some((e: any) => e.kind === 'membership' && e.topicId === id && e.user === gina.user));
+      await devices.hal.until((m) => m.type === 'events' && m.events.some((e: any) => e.topicId === id && e.index === after));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.ok(!devices.gina.entriesOf(topic).includes(after), 'no entry after the removal reaches the removed member');
+      assert.ok(!devices.gina.entriesOf(topic).includes(after - 1), 'nor the removal itself (the store does not return it either)');
+    } finally {
+      for (const d of Object.values(devices)) d.close();
+    }
+  });
+
   it('closes the sockets of a session that logs out (4003)', async () => {
     const dave = await user('dave');
     const d = await Device.open(dave);

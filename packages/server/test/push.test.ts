@@ -19,8 +19,11 @@ import { fromBase64url, toBase64url, toHex } from '@rendezvous/protocol';
 import type { RunningServer } from '../src/server.ts';
 import { PUSH_LIMITS, Push, WAKE_PAYLOAD, checkEndpoint, isNonPublicAddress, retryDelay } from '../src/push.ts';
 import { createApp } from '../src/http/app.ts';
-import { GENEROUS_RATES, ScriptedUser, call, expectError, inProcess, issuePin, overHttp, socketServer, testServer, type Transport } from './helpers.ts';
-import { ScriptedTopic, token, postAndSync, topicOf as topicOfMembers } from './topic-client.ts';
+import { ADMIN_TOKEN, GENEROUS_RATES, ScriptedUser, call, expectError, inProcess, issuePin, overHttp, socketServer, testServer, type Transport } from './helpers.ts';
+import { ScriptedTopic, attachTopic, token, postAndSync, topicOf as topicOfMembers } from './topic-client.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const ece = createRequire(import.meta.url)('http_ece') as {
   decrypt(buffer: Buffer, params: { version: 'aes128gcm'; privateKey: ECDH; authSecret: string }): Buffer;
@@ -468,6 +471,51 @@ describe('push: wake-ups', () => {
     const entry = r.body.events.find((e: any) => e.kind === 'entry' && e.topicId === toBase64url(topic.id) && e.index === index);
     assert.ok(entry !== undefined, `the entry is in the events: ${JSON.stringify(r.body.events)}`);
     assert.deepEqual(fromBase64url(entry.entry), topic.entries[index]);
+  });
+});
+
+describe('push: restart', () => {
+  it('subscriptions made before a restart still wake their devices', async () => {
+    const { startServer } = await import('../src/server.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'rendezvous-push-restart-'));
+    const config = {
+      dataDir: dir,
+      host: '127.0.0.1',
+      port: 0,
+      name: 'restart.test',
+      adminToken: ADMIN_TOKEN,
+      logLevel: 'silent',
+      announce: () => {},
+      rates: GENEROUS_RATES,
+      push: { allowInsecure: true, contact: CONTACT, coalesceMs: COALESCE_MS, retryBaseMs: 50, timeoutMs: 2_000, maxAttempts: 3 },
+    };
+    let s = await startServer(config);
+    try {
+      const first = overHttp(s.url);
+      const [alice, bob] = await Promise.all(
+        ['alice', 'bob'].map(async (name) => {
+          const u = new ScriptedUser(`${name}@restart.test`, first, Date.now);
+          assert.equal((await u.register(await issuePin(first, u.user))).status, 201);
+          await u.login(0);
+          return u;
+        }),
+      );
+      const sb = new Subscriber();
+      assert.equal((await call(first, 'POST', '/v1/push/subscriptions', sb.json(service.origin), token(bob!))).status, 201);
+      const topic = await topicOfMembers(first, s, alice!, bob!);
+      await service.until(sb.path, 1);
+      await s.close();
+      s = await startServer(config);
+      const was = service.to(sb.path).length;
+      const again = attachTopic(overHttp(s.url), s.name, s.ctx.serverKey, topic.id, topic);
+      await again.sync(alice!);
+      await post(again, alice!, 'after the restart');
+      const [push] = (await service.until(sb.path, was + 1)).slice(was);
+      assert.deepEqual(sb.decrypt(push!), WAKE_PAYLOAD, 'the restarted server knew bob had subscribed');
+    } finally {
+      await s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -58,6 +58,7 @@ import {
 import type { Context } from '../context.ts';
 import type { AppendBatch, EntryRow, ReplicationRow } from '../storage/store.ts';
 import { announce, deleteTopic, loadTopic, memberRows, noPending, readHashes, remember, withTopicLock, type LoadedTopic } from '../topics.ts';
+import { liveCommit } from '../events.ts';
 import { deliveries } from './deliveries.ts';
 
 /** At most this many entries per delivery (protocol §17.8). */
@@ -321,8 +322,10 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
       now: ctx.now(),
       ...(v.membersChanged ? { members: memberRows(v.state) } : {}),
     };
-    if (row === null) await ctx.store.createTopic({ topicId, host, createdAt: decodeLogEntry(fresh[0]!.entry).timestamp }, batch);
-    else await ctx.store.append(topicId, batch);
+    const written =
+      row === null
+        ? await ctx.store.createTopic({ topicId, host, createdAt: decodeLogEntry(fresh[0]!.entry).timestamp }, batch)
+        : await ctx.store.append(topicId, batch);
     remember(ctx, toHex(topicId), {
       state: v.state,
       size: newSize,
@@ -331,7 +334,7 @@ export async function receiveEntries(ctx: Context, origin: string, topicId: Uint
       lastTimestamp: v.lastTimestamp,
       pending: t?.pending ?? noPending(),
     });
-    announce(ctx, topicId, t?.state ?? null, v.state, '');
+    announce(ctx, topicId, t?.state ?? null, v.state, '', liveCommit(topicId, batch.entries, batch.checkpoint, written));
     const cosignature = await cosign(ctx, topicId, d.checkpoint);
     await gossip(ctx, topicId, v.state, host, cosignature);
     await recheckWitnesses(ctx, topicId, size, newSize);

@@ -18,7 +18,7 @@ import * as topics from '../topics.ts';
 import { readEvents } from '../events.ts';
 import { PUSH_LIMITS, type Push } from '../push.ts';
 import { LIMITS } from '../limits.ts';
-import { b64, b64List, int, objList, optInt, readJson, readJsonBytes, str } from './body.ts';
+import { b64, b64List, bodySource, int, objList, optInt, readJson, readJsonBytes, str } from './body.ts';
 
 export const API_VERSION = 1;
 
@@ -50,16 +50,30 @@ export function createApp(
   // never by cookie, so a page can only act with a token it was given: allowing every origin
   // (the default) exposes nothing a cross-site request could not already do.
   const origins = opts.corsOrigins ?? '*';
-  app.use(
-    '*',
-    cors({
-      origin: origins === '*' ? '*' : (o) => (origins.includes(o) ? o : null),
-      allowMethods: ['GET', 'POST', 'PUT', 'DELETE'],
-      allowHeaders: ['authorization', 'content-type', 'idempotency-key'],
-      exposeHeaders: ['idempotent-replayed', 'retry-after', 'etag'],
-      maxAge: 600,
-    }),
-  );
+  const allowedOrigin = (o: string) => (origins === '*' ? '*' : origins.includes(o) ? o : null);
+  const corsOptions = {
+    origin: origins === '*' ? '*' : allowedOrigin,
+    allowMethods: ['GET', 'POST', 'PUT', 'DELETE'],
+    allowHeaders: ['authorization', 'content-type', 'idempotency-key'],
+    exposeHeaders: ['idempotent-replayed', 'retry-after', 'etag'],
+    maxAge: 600,
+  };
+  // Preflights go through Hono's middleware. Every other request gets the headers it would
+  // add (Allow-Origin, Expose-Headers, and Vary: Origin for a list of origins), set on the
+  // final response: Hono's version sets them on a placeholder response before the handler,
+  // which makes Hono copy the handler's response into a full web Response, answered through a
+  // stream.
+  const preflight = cors(corsOptions);
+  const exposeHeaders = corsOptions.exposeHeaders.join(',');
+  app.use('*', async (c, next) => {
+    if (c.req.method === 'OPTIONS') return preflight(c, next);
+    const allowOrigin = allowedOrigin(origins === '*' ? '' : c.req.header('origin') || '');
+    await next();
+    const headers = c.res.headers;
+    if (allowOrigin) headers.set('Access-Control-Allow-Origin', allowOrigin);
+    headers.set('Access-Control-Expose-Headers', exposeHeaders);
+    if (origins !== '*') headers.append('Vary', 'Origin');
+  });
 
   app.onError((err, c) => {
     if (err instanceof RendezvousError) {
@@ -120,7 +134,7 @@ export function createApp(
 
   // ---- admin ------------------------------------------------------------------------------------
   app.post('/v1/admin/pins', admin, async (c) => {
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.createPin(ctx, str(body, 'user', 400), { ttlMs: optInt(body, 'expiresInMs'), tries: optInt(body, 'tries') });
     return c.json(r, 201);
   });
@@ -137,6 +151,8 @@ export function createApp(
   app.delete('/v1/admin/users/:user', admin, async (c) => {
     const user = accounts.localUser(ctx, param(c, 'user'));
     const r = await ctx.store.deleteUser(user);
+    // Its sessions went with it: refused from the very next request, not when the cache would ask again.
+    accounts.forgetSessions(ctx, { user });
     if (!r.deleted) throw new RendezvousError('user.unknown');
     await files.removeUserBlobs(ctx, r.blobs);
     ctx.log.info({ user, blobs: r.blobs.length }, 'user deleted by admin');
@@ -160,7 +176,7 @@ export function createApp(
   // ---- registration, devices, sessions ----------------------------------------------------
   app.post('/v1/register', async (c) => {
     ctx.rate.take('register', clientAddress(c, opts.trustProxy ?? false));
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.register(ctx, {
       user: str(body, 'user', 400),
       pin: str(body, 'pin', 64),
@@ -181,15 +197,15 @@ export function createApp(
   });
   app.post('/v1/users/:user/devices', async (c) => {
     ctx.rate.take('register', clientAddress(c, opts.trustProxy ?? false));
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.addDevice(ctx, param(c, 'user'), b64(body, 'cert', 1024)), 201);
   });
   app.post('/v1/auth/challenge', async (c) => {
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.challenge(ctx, str(body, 'deviceId', 64)));
   });
   app.post('/v1/auth/session', async (c) => {
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     const r = await accounts.createSession(ctx, str(body, 'deviceId', 64), b64(body, 'challenge', 32), b64(body, 'signature', 64));
     return c.json(r, 201);
   });
@@ -206,7 +222,7 @@ export function createApp(
   // ---- key pools and bundles ----------------------------------------------------------------
   app.get('/v1/keys/counts', auth, async (c) => c.json(await accounts.keyCounts(ctx, c.get('caller'))));
   app.post('/v1/prekeys', auth, async (c) => {
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     return c.json(await accounts.uploadPrekeys(ctx, c.get('caller'), b64List(body, 'prekeys', LIMITS.prekeysPerUpload)), 201);
   });
   app.post('/v1/devices/:deviceId/prekeys/claim', auth, async (c) =>
@@ -214,7 +230,7 @@ export function createApp(
   );
   // Key uploads and bundles are submissions: Idempotency-Key required, the hash covers the JSON body.
   const jsonSubmission = async (c: HonoContext<Env>) => {
-    const { json, bytes } = await readJsonBytes(c.req.raw, LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
+    const { json, bytes } = await readJsonBytes(bodySource(c), LIMITS.maxBodyBytes, ctx.limits.bodyTimeoutMs);
     return { body: json, sub: topics.submission(ctx, c.req.header('idempotency-key'), c.req.method, c.req.path, bytes) };
   };
   app.post('/v1/topic-keys', auth, async (c) => {
@@ -237,7 +253,7 @@ export function createApp(
     return c.json({ bundles: list.map((b) => ({ id: b.id, senderDeviceId: b.senderDeviceId, bundle: toBase64url(b.encoded) })) });
   });
   app.post('/v1/bundles/ack', auth, async (c) => {
-    const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
     return c.json({ deleted: await ctx.store.ackBundles(c.get('caller').deviceId, int(body, 'upTo')) });
   });
 
@@ -250,7 +266,7 @@ export function createApp(
   const submit = async (c: HonoContext<Env>, field: string, cap: number) => {
     const caller = c.get('caller');
     ctx.rate.take('write', caller.deviceId);
-    const body = await readJson(c.req.raw, cap, ctx.limits.bodyTimeoutMs);
+    const body = await readJson(bodySource(c), cap, ctx.limits.bodyTimeoutMs);
     const bytes = b64(body, field, cap);
     const sub = topics.submission(ctx, c.req.header('idempotency-key'), c.req.method, c.req.path, bytes);
     return { caller, bytes, sub };
@@ -292,7 +308,7 @@ export function createApp(
     app.get('/v1/push/providers', (c) => c.json({ providers: push.kinds }));
     app.post('/v1/push/subscriptions', auth, async (c) => {
       ctx.rate.take('push', c.get('caller').deviceId);
-      const body = await readJson(c.req.raw, small, ctx.limits.bodyTimeoutMs);
+      const body = await readJson(bodySource(c), small, ctx.limits.bodyTimeoutMs);
       const kind = body.kind ?? 'webpush';
       if (kind === 'apns' || kind === 'fcm') {
         // Length and alphabet are checked by push.subscribe (after push.unsupported).

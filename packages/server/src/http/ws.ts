@@ -6,11 +6,19 @@
  * for browsers that cannot set headers, in a first message `{"type":"auth","token":…}` within
  * AUTH_TIMEOUT_MS. Either way a bad token is the close code 4001.
  *
- * Delivery is pull-driven from the store: the connection reads every event after its cursor,
- * sends it, and waits for a bus signal that concerns it before reading again. A batch is sent
- * only after the previous one was written to the socket, so a slow reader holds at most one
- * batch in memory instead of an unbounded queue. Events carry their sequence numbers; the
- * client resumes with the last one it processed.
+ * Delivery reads the store: the connection reads every event after its cursor, sends it, and
+ * waits for a bus signal that concerns it before reading again. A batch is sent only after the
+ * previous one was written to the socket, so a slow reader holds at most one batch in memory
+ * instead of an unbounded queue. Events carry their sequence numbers; the client resumes with
+ * the last one it processed.
+ *
+ * The shortcut (events.ts LiveCommit): a connection that is caught up — it has read the store
+ * since it subscribed, is not reading now, and the bus says every earlier event was announced
+ * (`inOrder`) — sends an append's shared batch as it is, without reading anything. That batch
+ * is what the store read would return: the commit's entry events, for a user whose membership
+ * the commit did not change (those read the store). A connection whose socket has more than
+ * MAX_BUFFERED unsent bytes reads the store instead, which waits for each write: the shortcut
+ * never queues without bound.
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -18,7 +26,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { RendezvousError, isRendezvousError, toHex } from '@rendezvous/protocol';
 import type { Context, ServerEvent } from '../context.ts';
 import * as accounts from '../accounts.ts';
-import { concerns, readEvents } from '../events.ts';
+import { readEvents } from '../events.ts';
 import { LIMITS } from '../limits.ts';
 
 export const WS_PATH = '/v1/ws';
@@ -27,6 +35,8 @@ export const WS_MAX_PAYLOAD = LIMITS.maxSmallBodyBytes;
 const AUTH_TIMEOUT_MS = 10_000;
 const HEARTBEAT_MS = 30_000;
 const MAX_CONNECTIONS_PER_DEVICE = 4;
+/** Unsent bytes on a socket above which the shortcut stops and the connection reads the store. */
+const MAX_BUFFERED = 1 << 20;
 
 /** Close codes (RFC 6455 §7.4.2: 4000–4999 are for applications). */
 export const CloseCode = {
@@ -64,6 +74,13 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
   const perDevice = new Map<string, number>();
   let open = 0;
+  // Everything written before live delivery starts counts as announced (EventBus.start); every
+  // connection's first store read comes after this.
+  const started = ctx.store.latestEventSeq().then(
+    (seq) => ctx.events.start(seq),
+    // Without a start every signal reads the store: slower, never wrong.
+    (err: unknown) => ctx.log.warn({ err }, 'live delivery: could not read the latest event; every connection reads the store'),
+  );
 
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
@@ -104,6 +121,8 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
     let pumping = false;
     let again = false;
     let closed = false;
+    // Set once a store read has completed after the bus subscription: from then on the shortcut may apply.
+    let caughtUp = false;
     const pump = async () => {
       if (pumping) {
         again = true;
@@ -117,9 +136,11 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
             const batch = await readEvents(ctx, caller, cursor);
             if (closed || (batch.events.length === 0 && batch.resync === undefined)) break;
             await new Promise<void>((resolve, reject) => ws.send(JSON.stringify({ type: 'events', ...batch }), (e) => (e ? reject(e) : resolve())));
+            ctx.metrics.liveBatches.inc({ path: 'store' });
             cursor = batch.cursor;
           }
         } while (again && !closed);
+        caughtUp = true;
       } catch (e) {
         if (!closed) {
           ctx.log.warn({ err: e, deviceId: caller.deviceId }, 'live delivery failed; closing the connection');
@@ -129,10 +150,22 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
         pumping = false;
       }
     };
-    const off = ctx.events.on((e: ServerEvent) => {
-      if (e.kind === 'device-removed' && e.deviceId === caller.deviceId) ws.close(CloseCode.revoked, 'device removed');
-      else if (e.kind === 'session-ended' && e.tokenHash === toHex(caller.tokenHash)) ws.close(CloseCode.revoked, 'session ended');
-      else if (concerns(caller, e)) void pump();
+    const tokenHash = toHex(caller.tokenHash);
+    const off = ctx.events.onDevice(caller.user, caller.deviceId, (e: ServerEvent, inOrder: boolean) => {
+      if (closed) return;
+      if (e.kind === 'device-removed') ws.close(CloseCode.revoked, 'device removed');
+      else if (e.kind === 'session-ended') {
+        if (e.tokenHash === tokenHash) ws.close(CloseCode.revoked, 'session ended');
+      } else if (e.kind === 'entry' && e.live !== undefined && inOrder && caughtUp && !pumping && !e.live.changed.has(caller.user) && ws.bufferedAmount <= MAX_BUFFERED) {
+        // Already read from the store (the read ran between the commit and this signal).
+        if (cursor >= e.live.lastEntrySeq) return;
+        if (cursor >= e.live.first) return void pump();
+        ws.send(e.live.frame(), { binary: false }, (err) => {
+          if (err && !closed) ctx.log.debug({ err: err.message, deviceId: caller.deviceId }, 'live delivery: send failed');
+        });
+        ctx.metrics.liveBatches.inc({ path: 'shared' });
+        cursor = e.live.lastEntrySeq;
+      } else void pump();
     });
     // Heartbeat: drop peers that stopped answering, and sessions that expired or were revoked.
     let alive = true;
@@ -161,6 +194,7 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
       else perDevice.set(caller.deviceId, n);
     });
     ws.send(JSON.stringify({ type: 'ready', user: caller.user, deviceId: caller.deviceId, cursor }));
+    await started;
     await pump();
   }
 

@@ -24,6 +24,7 @@ import type {
   OutboxRow,
   ReplicationRow,
   KeyUpload,
+  KeyUploadResult,
   MemberRow,
   PinResult,
   PinRow,
@@ -31,6 +32,7 @@ import type {
   Store,
   TopicRow,
   UserRow,
+  WrittenEvent,
 } from './store.ts';
 
 export interface SqliteStoreOptions {
@@ -151,7 +153,7 @@ export class SqliteStore implements Store {
   }
 
   /** Appends waiting for the next group commit. */
-  private pending: { fn: () => void; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private pending: { fn: () => WrittenEvent[]; resolve: (events: WrittenEvent[]) => void; reject: (e: unknown) => void }[] = [];
 
   /**
    * Group commit for log appends: the appends that arrive while the event loop is busy (above
@@ -160,7 +162,7 @@ export class SqliteStore implements Store {
    * own savepoint (a nested better-sqlite3 transaction), so one that fails (a conflict, a
    * replayed nonce) is rolled back alone and rejects alone. The promise resolves after COMMIT.
    */
-  private grouped(fn: () => void): Promise<void> {
+  private grouped(fn: () => WrittenEvent[]): Promise<WrittenEvent[]> {
     return new Promise((resolve, reject) => {
       this.pending.push({ fn, resolve, reject });
       if (this.pending.length === 1) setImmediate(() => this.flush());
@@ -171,11 +173,12 @@ export class SqliteStore implements Store {
     const items = this.pending.splice(0);
     if (items.length === 0) return;
     const failed = new Map<number, unknown>();
+    const written: WrittenEvent[][] = [];
     try {
       this.write(() => {
         items.forEach((it, i) => {
           try {
-            this.db.transaction(it.fn)();
+            written[i] = this.db.transaction(it.fn)();
           } catch (e) {
             failed.set(i, e);
           }
@@ -186,7 +189,7 @@ export class SqliteStore implements Store {
       for (const it of items) it.reject(e);
       return;
     }
-    items.forEach((it, i) => (failed.has(i) ? it.reject(failed.get(i)) : it.resolve()));
+    items.forEach((it, i) => (failed.has(i) ? it.reject(failed.get(i)) : it.resolve(written[i]!)));
   }
 
   private read<T>(fn: () => T): T {
@@ -407,6 +410,11 @@ export class SqliteStore implements Store {
     return (this.q('SELECT * FROM push_subscriptions WHERE device_id = ? ORDER BY created_at, id').all(deviceId) as PushDb[]).map(pushRow);
   }
 
+  async usersWithPushSubscriptions(): Promise<string[]> {
+    const rows = this.q('SELECT DISTINCT d.user FROM devices d JOIN push_subscriptions s ON s.device_id = d.device_id ORDER BY d.user').all() as { user: string }[];
+    return rows.map((r) => r.user);
+  }
+
   async pushSubscriptionsOfUser(user: string): Promise<PushSubscriptionRow[]> {
     const rows = this.q(
       'SELECT s.* FROM devices d JOIN push_subscriptions s ON s.device_id = d.device_id WHERE d.user = ? ORDER BY s.created_at, s.id',
@@ -527,7 +535,7 @@ export class SqliteStore implements Store {
     });
   }
 
-  async addKeyUpload(u: KeyUpload): Promise<{ topicKeys: number | null; bundleIds: number[] }> {
+  async addKeyUpload(u: KeyUpload): Promise<KeyUploadResult> {
     return this.write(() => {
       let topicKeys: number | null = null;
       if (u.topicKeys !== undefined) {
@@ -537,13 +545,15 @@ export class SqliteStore implements Store {
         if (topicKeys > u.topicKeys.max) throw new RendezvousError('keys.too_many', `a user holds at most ${u.topicKeys.max} topic keys`);
       }
       const insert = this.q('INSERT INTO bundles (recipient_device_id, sender_device_id, encoded, created_at) VALUES (?, ?, ?, ?)');
+      const events: WrittenEvent[] = [];
       const bundleIds = u.bundles.map((b) => {
         const r = insert.run(b.recipientDeviceId, u.senderDeviceId, b.encoded, u.now);
-        this.insertEvent('bundle', null, null, b.recipientDeviceId, null, u.now);
+        const seq = this.insertEvent('bundle', null, null, b.recipientDeviceId, null, u.now);
+        events.push({ seq, kind: 'bundle', deviceId: b.recipientDeviceId });
         return Number(r.lastInsertRowid);
       });
       this.insertIdempotency({ ...u.idempotency, response: u.respond({ topicKeys, bundleIds }) });
-      return { topicKeys, bundleIds };
+      return { topicKeys, bundleIds, events };
     });
   }
 
@@ -589,7 +599,7 @@ export class SqliteStore implements Store {
 
   // ---- topics and logs ------------------------------------------------------------------------
 
-  async createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void> {
+  async createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<WrittenEvent[]> {
     return this.grouped(() => {
       if (this.q('SELECT 1 FROM topics WHERE topic_id = ?').get(topic.topicId) !== undefined) {
         throw new RendezvousError('topic.exists');
@@ -599,7 +609,7 @@ export class SqliteStore implements Store {
       this.q(
         'INSERT INTO topics (topic_id, host, size, epoch_start_size, checkpoint, created_at) VALUES (?, ?, ?, ?, ?, ?)',
       ).run(topic.topicId, topic.host, batch.newSize, batch.epochStartSize, batch.checkpoint, topic.createdAt);
-      this.applyBatch(topic.topicId, batch, [], topic.createdAt);
+      return this.applyBatch(topic.topicId, batch, [], topic.createdAt);
     });
   }
 
@@ -617,7 +627,7 @@ export class SqliteStore implements Store {
         };
   }
 
-  async append(topicId: Uint8Array, batch: AppendBatch): Promise<void> {
+  async append(topicId: Uint8Array, batch: AppendBatch): Promise<WrittenEvent[]> {
     return this.grouped(() => {
       const t = this.q('SELECT size FROM topics WHERE topic_id = ?').get(topicId) as { size: number } | undefined;
       if (t === undefined) throw new RendezvousError('topic.unknown');
@@ -626,18 +636,19 @@ export class SqliteStore implements Store {
       }
       checkBatchShape(batch);
       const before = batch.members === undefined ? [] : this.membersNow(topicId);
-      this.applyBatch(topicId, batch, before, batch.now ?? Date.now());
+      const events = this.applyBatch(topicId, batch, before, batch.now ?? Date.now());
       this.q('UPDATE topics SET size = ?, epoch_start_size = ?, checkpoint = ? WHERE topic_id = ?').run(
         batch.newSize,
         batch.epochStartSize,
         batch.checkpoint,
         topicId,
       );
+      return events;
     });
   }
 
   /** Everything of a batch but the topic row itself; the caller's transaction makes it atomic. */
-  private applyBatch(topicId: Uint8Array, batch: AppendBatch, before: MemberRow[], now: number): void {
+  private applyBatch(topicId: Uint8Array, batch: AppendBatch, before: MemberRow[], now: number): WrittenEvent[] {
     const nonce = this.q('INSERT OR IGNORE INTO message_nonces (topic_id, nonce) VALUES (?, ?)');
     for (const n of batch.nonces) {
       if (nonce.run(topicId, n).changes === 0) throw new RendezvousError('topic.replay');
@@ -657,16 +668,18 @@ export class SqliteStore implements Store {
     const hash = this.q('INSERT INTO log_hashes (topic_id, hidx, hash) VALUES (?, ?, ?)');
     for (const h of batch.hashes) hash.run(topicId, h.index, h.hash);
     if (batch.idempotency !== undefined) this.insertIdempotency(batch.idempotency);
-    for (const e of batch.entries) this.insertEvent('entry', topicId, null, null, e.index, now);
+    const events: WrittenEvent[] = [];
+    for (const e of batch.entries) events.push({ seq: this.insertEvent('entry', topicId, null, null, e.index, now), kind: 'entry', index: e.index });
     if (batch.members !== undefined) {
       this.q('DELETE FROM topic_members WHERE topic_id = ?').run(topicId);
       const member = this.q('INSERT INTO topic_members (topic_id, member_id, user, role) VALUES (?, ?, ?, ?)');
       for (const m of batch.members) member.run(topicId, m.memberId, m.user, m.role);
       const was = new Set(before.map((m) => m.user));
       const is = new Set(batch.members.map((m) => m.user));
-      for (const u of is) if (!was.has(u)) this.insertEvent('membership', topicId, u, null, null, now);
-      for (const u of was) if (!is.has(u)) this.insertEvent('membership', topicId, u, null, null, now);
+      const changed = [...[...is].filter((u) => !was.has(u)), ...[...was].filter((u) => !is.has(u))];
+      for (const user of changed) events.push({ seq: this.insertEvent('membership', topicId, user, null, null, now), kind: 'membership', user });
     }
+    return events;
   }
 
   private insertEvent(
@@ -676,8 +689,8 @@ export class SqliteStore implements Store {
     deviceId: string | null,
     index: number | null,
     now: number,
-  ): void {
-    this.q('INSERT INTO events (kind, topic_id, user, device_id, idx, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+  ): number {
+    const r = this.q('INSERT INTO events (kind, topic_id, user, device_id, idx, created_at) VALUES (?, ?, ?, ?, ?, ?)').run(
       kind,
       topicId,
       user,
@@ -685,6 +698,7 @@ export class SqliteStore implements Store {
       index,
       now,
     );
+    return Number(r.lastInsertRowid);
   }
 
   async getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]> {

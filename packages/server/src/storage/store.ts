@@ -130,6 +130,22 @@ export interface KeyUpload {
   now: number;
 }
 
+export interface KeyUploadResult {
+  topicKeys: number | null;
+  bundleIds: number[];
+  /** The `bundle` events written, one per bundle in order. */
+  events: WrittenEvent[];
+}
+
+/**
+ * The events one transaction wrote, in seq order (docs/server.md §Events): what live delivery
+ * needs to announce them without reading them back. The seqs of one transaction are consecutive.
+ */
+export type WrittenEvent =
+  | { seq: number; kind: 'entry'; index: number }
+  | { seq: number; kind: 'membership'; user: string }
+  | { seq: number; kind: 'bundle'; deviceId: string };
+
 /** A live-delivery event (server spec §Events). Sequence numbers are global and increasing. */
 export interface EventRow {
   seq: number;
@@ -217,6 +233,8 @@ export interface Store {
   addPushSubscription(row: PushSubscriptionRow, max: number): Promise<PushSubscriptionRow>;
   /** The device's subscriptions, oldest first. */
   listPushSubscriptions(deviceId: string): Promise<PushSubscriptionRow[]>;
+  /** Every user with a push subscription on one of their devices (the dispatcher's filter, push.ts). */
+  usersWithPushSubscriptions(): Promise<string[]>;
   /** The subscriptions of every device of `user`. */
   pushSubscriptionsOfUser(user: string): Promise<PushSubscriptionRow[]>;
   /** Deletes the device's subscription `id`; false if the device has none with that id. */
@@ -261,7 +279,7 @@ export interface Store {
    * (`store.conflict` if it exists). Either all of it is stored or none of it: a crash can never
    * leave topic keys whose secrets never reached the user's other devices.
    */
-  addKeyUpload(u: KeyUpload): Promise<{ topicKeys: number | null; bundleIds: number[] }>;
+  addKeyUpload(u: KeyUpload): Promise<KeyUploadResult>;
   listBundles(recipientDeviceId: string): Promise<{ id: number; senderDeviceId: string; encoded: Uint8Array }[]>;
   /** Deletes bundles of this device with id ≤ upTo (acknowledged); returns the count. */
   ackBundles(recipientDeviceId: string, upTo: number): Promise<number>;
@@ -273,7 +291,7 @@ export interface Store {
 
   // ---- topics and logs ----------------------------------------------------------------------------
   /** Creates the topic with its first entry; fails with `topic.exists` if the id is taken. */
-  createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<void>;
+  createTopic(topic: Omit<TopicRow, 'size' | 'checkpoint' | 'epochStartSize'>, batch: AppendBatch): Promise<WrittenEvent[]>;
   getTopic(topicId: Uint8Array): Promise<TopicRow | null>;
   /**
    * Appends atomically (see AppendBatch); `topic.unknown` if there is no such topic;
@@ -281,8 +299,9 @@ export interface Store {
    * a nonce seen before. Writes one `entry` event per entry and, when `members` is given, one
    * `membership` event per user who joined or left (compared with the stored member list).
    * `createTopic` does the same for its first batch (every initial member gets a membership event).
+   * Both resolve, once durable, to the events written (entries first, in log order).
    */
-  append(topicId: Uint8Array, batch: AppendBatch): Promise<void>;
+  append(topicId: Uint8Array, batch: AppendBatch): Promise<WrittenEvent[]>;
   getEntries(topicId: Uint8Array, from: number, limit: number): Promise<EntryRow[]>;
   /** Every `update` entry of the topic in log order: what rebuilding the topic state replays. */
   getUpdates(topicId: Uint8Array): Promise<EntryRow[]>;

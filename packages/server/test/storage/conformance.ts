@@ -458,6 +458,7 @@ export function storeConformance(
         assert.deepEqual((await s.pushSubscriptionsOfUser(alice)).map((x) => x.id).sort(), ['s1', 's2', 's3']);
         assert.deepEqual((await s.pushSubscriptionsOfUser(bob)).map((x) => x.id), ['s4']);
         assert.deepEqual(await s.pushSubscriptionsOfUser('ghost@alpha.example'), []);
+        assert.deepEqual(await s.usersWithPushSubscriptions(), [alice, bob].sort(), 'each subscribed user once');
         // Only the owning device deletes it.
         assert.equal(await s.deletePushSubscription('a2', 's1'), false);
         assert.equal(await s.deletePushSubscription('a1', 's1'), true);
@@ -502,6 +503,7 @@ export function storeConformance(
         assert.deepEqual(await s.listPushSubscriptions('a2'), []);
         assert.deepEqual(await s.pushSubscriptionsOfUser(alice), []);
         assert.deepEqual((await s.pushSubscriptionsOfUser(bob)).map((x) => x.id), ['s3']);
+        assert.deepEqual(await s.usersWithPushSubscriptions(), [bob]);
       });
     });
 
@@ -792,8 +794,10 @@ export function storeConformance(
         assert.equal(r.bundleIds.length, 2);
         assert.equal(await s.countTopicKeys(alice), 3);
         assert.deepEqual((await s.listBundles('a2')).map((x) => x.id), r.bundleIds);
-        assert.equal((await s.eventsSince(before, alice, 'a2', 10)).filter((e) => e.kind === 'bundle').length, 2);
-        assert.deepEqual(JSON.parse((await s.getIdempotency('a1', 'up-1'))!.response), r);
+        const read = (await s.eventsSince(before, alice, 'a2', 10)).filter((e) => e.kind === 'bundle');
+        assert.equal(read.length, 2);
+        assert.deepEqual(r.events, read.map((e) => ({ seq: e.seq, kind: 'bundle', deviceId: 'a2' })), 'the events written are reported with their seqs');
+        assert.deepEqual(JSON.parse((await s.getIdempotency('a1', 'up-1'))!.response), { topicKeys: r.topicKeys, bundleIds: r.bundleIds });
         const onlyBundles = await s.addKeyUpload(upload('up-2', { bundles: 1 }));
         assert.equal(onlyBundles.topicKeys, null);
       });
@@ -926,6 +930,14 @@ export function storeConformance(
         assert.ok(ev.every((e) => e.createdAt === NOW), 'ev.every((e) => e.createdAt === NOW)');
         const bobs = await s.eventsSince(0, bob, 'b1', 100);
         assert.deepEqual(bobs.filter((e) => e.kind === 'membership').map((e) => e.user), [bob]);
+        // What it reports writing is what the store holds, seq for seq.
+        const written = await s.createTopic({ topicId: T2, host: 'alpha.example', createdAt: NOW }, batch(T2, 0, 1, { members: [admin(0, 'carol@alpha.example')] }));
+        const read = await s.eventsSince(bobs[bobs.length - 1]!.seq, 'carol@alpha.example', 'c1', 100);
+        assert.deepEqual(written, [
+          { seq: read[0]!.seq, kind: 'entry', index: 0 },
+          { seq: read[1]!.seq, kind: 'membership', user: 'carol@alpha.example' },
+        ]);
+        assert.equal(read.length, 2);
       });
 
       it('createTopic on a taken id: topic.exists and nothing changes', async () => {
@@ -1050,7 +1062,13 @@ export function storeConformance(
         await createTopic(s, T1, [admin(0, alice), participant(1, bob)], 1);
         const cursor = await s.latestEventSeq();
         // bob leaves, carol joins, alice's role changes (no event for her).
-        await s.append(T1, batch(T1, 1, 1, { members: [participant(0, alice), admin(2, carol)] }));
+        const written = await s.append(T1, batch(T1, 1, 1, { members: [participant(0, alice), admin(2, carol)] }));
+        // The append reports what it wrote, with consecutive seqs after the cursor: entries first.
+        assert.deepEqual(written, [
+          { seq: cursor + 1, kind: 'entry', index: 1 },
+          { seq: cursor + 2, kind: 'membership', user: carol },
+          { seq: cursor + 3, kind: 'membership', user: bob },
+        ]);
         assert.deepEqual(await s.getMembers(T1), [participant(0, alice), admin(2, carol)]);
         assert.deepEqual(await s.topicsOf(bob), []);
         assert.deepEqual(hex(await s.topicsOf(carol)), hex([T1]));
@@ -1064,7 +1082,7 @@ export function storeConformance(
         ]);
         // Without `members` the list stays as it is, and no membership events are written.
         const c2 = await s.latestEventSeq();
-        await s.append(T1, batch(T1, 2, 1));
+        assert.deepEqual(await s.append(T1, batch(T1, 2, 1)), [{ seq: c2 + 1, kind: 'entry', index: 2 }]);
         assert.deepEqual(await s.getMembers(T1), [participant(0, alice), admin(2, carol)]);
         assert.deepEqual((await s.eventsSince(c2, carol, 'none', 100)).map((e) => e.kind), ['entry']);
       });
