@@ -124,14 +124,26 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
   };
   const { RendezvousClient } = await import('@rendezvous/client');
   const { nodeCrypto } = await import('@rendezvous/protocol/crypto/node');
-  const { NodeWebSocket } = await import('@rendezvous/client/node');
+  const { NodeWebSocket, sharedVerifyPool } = await import('@rendezvous/client/node');
+  // Long syncs verify message signatures on every core (docs/client.md). The worker threads
+  // start only when a page brings a batch worth them: a command that syncs a few entries
+  // verifies them inline and starts none.
+  let poolStarted = false;
+  const signatureVerifier = {
+    threads: 2,
+    verifyBatch(triples: readonly { publicKey: Uint8Array; message: Uint8Array; signature: Uint8Array }[]): Promise<boolean[]> {
+      if (!poolStarted && triples.length < 32) return Promise.reject(new Error('a small batch: verified inline'));
+      poolStarted = true;
+      return sharedVerifyPool().verifyBatch(triples);
+    },
+  };
 
   if (command === 'register') {
     const name = positionals[0];
     if (!name || !values.server || !values.pin) throw new UsageError('register needs <name> --server URL --pin PIN');
     const { file, store } = await profileStore(dir, { create: true, passphrase: values.passphrase === true });
     return file.withLock(async () => {
-      const c = await RendezvousClient.register({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket, server: values.server!, user: name, pin: values.pin! });
+      const c = await RendezvousClient.register({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket, signatureVerifier, server: values.server!, user: name, pin: values.pin! });
       ctx.out(`registered ${c.user} (device ${c.deviceId}) on ${c.serverUrl}; profile in ${dir}`, { user: c.user, deviceId: c.deviceId, server: c.serverUrl, profile: dir });
       return 0;
     });
@@ -146,6 +158,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
         store,
         crypto: nodeCrypto,
         WebSocket: NodeWebSocket,
+        signatureVerifier,
         code,
         ...(values.server === undefined ? {} : { server: values.server }),
         onStatus: (s) => !ctx.json && process.stderr.write(`… ${s}\n`),
@@ -186,7 +199,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
     const { file, store } = await profileStore(dir);
     const withClient = <T>(fn: (c: import('@rendezvous/client').RendezvousClient) => Promise<T>) =>
       file.withLock(async () => {
-        const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket });
+        const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket, signatureVerifier });
         try {
           return await fn(c);
         } finally {
@@ -199,7 +212,7 @@ export async function userCommand(command: string, rawArgs: string[]): Promise<n
 
   const { file, store } = await profileStore(dir);
   return file.withLock(async () => {
-    const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket });
+    const c = await RendezvousClient.open({ store, crypto: nodeCrypto, WebSocket: NodeWebSocket, signatureVerifier });
     try {
       return await run(c);
     } finally {

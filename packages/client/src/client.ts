@@ -69,6 +69,7 @@ import { ServerApi, isPending, type PushKind, type PushSubscriptionInfo, type Pu
 import { Contacts, safetyNumber, type Contact } from './contacts.ts';
 import type { ProfileStore } from './profile-store.ts';
 import { TopicMirror, type Alarm, type HostKeyLookup, type MirrorSnapshot } from './topic-mirror.ts';
+import type { SignatureVerifier } from './page-verify.ts';
 import { LINK_TTL_MS, decodeLinkCode, encodeLinkCode, linkedDeviceId, linkedDeviceSeed } from './link.ts';
 
 export interface ClientOptions {
@@ -80,6 +81,11 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
   /** How many one-time prekeys and topic keys to keep on the server (docs/client.md §Key pools). */
   pool?: { prekeys: number; topicKeys: number };
+  /**
+   * Verifies the message signatures of each fetched page ahead, in parallel (Node:
+   * `sharedVerifyPool()` of `@rendezvous/client/node`); every check still runs in the mirror.
+   */
+  signatureVerifier?: SignatureVerifier | null;
 }
 
 export interface TopicMessage {
@@ -1304,7 +1310,7 @@ export class RendezvousClient {
     for (;;) {
       const r = await this.api.entries(topicId, m.size, 500);
       this.dirty.add(toBase64url(topicId));
-      for (const e of r.entries) m.accept(e.index, e.entry);
+      await m.acceptPage(r.entries, this.o.signatureVerifier);
       const served = await this.checkCheckpoint(m, r.checkpoint);
       this.progress?.(toBase64url(topicId), m.size, m.target);
       if (m.size >= m.target) return;

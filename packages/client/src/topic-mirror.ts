@@ -23,6 +23,11 @@
  * the code, and never shows its content. An update that breaks a rule halts the mirror: the
  * state after it is unknown, so nothing after it can be checked (`halted`).
  *
+ * A page of entries can be accepted with its message signatures verified ahead, in parallel,
+ * by an injected SignatureVerifier (`acceptPage`, page-verify.ts): every check is still made
+ * here, in order; only an Ed25519 call on a byte-identical (key, signed bytes, signature) triple
+ * that the verifier accepted is skipped (verified-signatures.ts).
+ *
  * Pure: no I/O, no clock; crypto and randomness are injected.
  */
 import {
@@ -32,7 +37,9 @@ import {
   applyUpdate,
   checkMessage,
   decodeLogEntry,
+  decodeLogEntryView,
   decodeMessage,
+  decodeMessageView,
   decodeTopicUpdate,
   epochPrk,
   equal,
@@ -54,6 +61,15 @@ import {
   type TopicState,
   type TopicUpdate,
 } from '@rendezvous/protocol';
+import { planSignatureJobs, type PageEntry, type PlannedJob, type SignatureVerifier } from './page-verify.ts';
+import { VerifiedSignatures, withVerifiedSignatures, type SignatureTriple } from './verified-signatures.ts';
+
+/**
+ * Signatures per verifier call in acceptPage: the first calls small, so that answers come back
+ * soon, then larger, so that the mirror waits (and wakes) fewer times per page.
+ */
+const FIRST_CHUNK = 16;
+const MAX_CHUNK = 64;
 
 /** Identity keys this device trusts, by user (pinned on first contact, docs/client.md §Contacts). */
 export interface IdentityPins {
@@ -135,6 +151,10 @@ export class TopicMirror {
   private readonly hostKeys: HostKeyLookup;
   /** The key a snapshot records (MirrorSnapshot.hostKey). */
   private hostKey: Uint8Array;
+  /** Message signatures a SignatureVerifier accepted during acceptPage (exact triples only). */
+  private readonly verified = new VerifiedSignatures();
+  /** `crypto` for checkMessage: answers a triple in `verified` without an Ed25519 call. */
+  private readonly messageCrypto: CryptoProvider;
 
   constructor(
     private readonly crypto: CryptoProvider,
@@ -151,6 +171,7 @@ export class TopicMirror {
   ) {
     this.log = new MemoryLog(crypto);
     this.monitor = new LogMonitor(crypto);
+    this.messageCrypto = withVerifiedSignatures(crypto, this.verified);
     if (hostKeys instanceof Uint8Array) {
       this.hostKey = hostKeys;
       this.hostKeys = () => [hostKeys];
@@ -213,7 +234,8 @@ export class TopicMirror {
       throw this.raise(err);
     }
     if (!shape.appended) return null;
-    const e = decodeLogEntry(bytes);
+    // The monitor decoded the entry already (its body is a view into `bytes`, which the mirror keeps).
+    const e = shape.entry ?? decodeLogEntryView(bytes);
     try {
       const out = e.type === 'update' ? this.acceptUpdate(index, e.timestamp, e.body) : this.acceptMessage(index, e.timestamp, e.body);
       this.log.appendLeafHash(shape.leafHash);
@@ -284,14 +306,16 @@ export class TopicMirror {
 
   private acceptMessage(index: number, timestamp: number, body: Uint8Array): MirrorEntry {
     if (this._state === null) throw new RendezvousError('topic.unknown', 'a message before the create');
-    const m = decodeMessage(body);
+    // Views into the entry's bytes, which the mirror keeps anyway (monitorEntries).
+    const m = decodeMessageView(body);
     const sender = this._state.members.get(m.sender) ?? null;
+    const nonce = toHex(m.nonce);
     try {
-      checkMessage(this.crypto, this._state, this.topicId, m, {
+      checkMessage(this.messageCrypto, this._state, this.topicId, m, {
         logSize: this.log.size,
         epochStartSize: this._epochStartSize,
         rootAt: (s) => this.log.root(s),
-        seen: (nonce) => this.nonces.has(toHex(nonce)),
+        seen: () => this.nonces.has(nonce),
       });
     } catch (err) {
       if (!isRendezvousError(err)) throw err;
@@ -299,8 +323,79 @@ export class TopicMirror {
       this.alarms.push({ index, code: err.code, message: err.message });
       return { index, type: 'message', timestamp, message: m, sender, rejected: err.code };
     }
-    this.nonces.add(toHex(m.nonce));
+    this.nonces.add(nonce);
     return { index, type: 'message', timestamp, message: m, sender, rejected: null };
+  }
+
+  /**
+   * Accepts a page of entries (as `accept` each, in order), with the message signatures
+   * verified ahead by `verifier` (a worker pool, say) while earlier entries are accepted.
+   * Without a verifier it is exactly a loop of `accept`. With one, every entry still goes
+   * through `accept` with every check in the same order, and gets the same result and the same
+   * error: only the Ed25519 call on a byte-identical triple the verifier accepted is skipped. A
+   * triple it rejected, a wrong guess of the plan, or a verifier that fails is verified inline.
+   * Throws what `accept` throws, at the entry that throws it (the entries before it are kept).
+   */
+  async acceptPage(page: readonly PageEntry[], verifier?: SignatureVerifier | null): Promise<void> {
+    if (verifier === undefined || verifier === null) {
+      for (const e of page) this.accept(e.index, e.entry);
+      return;
+    }
+    let i = 0;
+    while (i < page.length) {
+      if (this._halted !== null) throw this._halted;
+      const added: SignatureTriple[] = [];
+      const chunks: { start: number; done: Promise<void> }[] = [];
+      let closed = false;
+      let batch: PlannedJob[] = [];
+      let chunkSize = FIRST_CHUNK;
+      const flush = () => {
+        if (batch.length === 0) return;
+        const jobs = batch;
+        batch = [];
+        let done: Promise<void>;
+        try {
+          done = verifier.verifyBatch(jobs.map((j) => j.triple)).then(
+            (ok) => {
+              // An answer of another length cannot be matched to the triples: none is used.
+              if (closed || !Array.isArray(ok) || ok.length !== jobs.length) return;
+              for (let k = 0; k < jobs.length; k++) {
+                // Only an explicit true for that very triple; anything else is verified inline.
+                if (ok[k] !== true) continue;
+                this.verified.add(jobs[k]!.triple);
+                added.push(jobs[k]!.triple);
+              }
+            },
+            () => {}, // a failed verifier: every signature of the chunk is verified inline
+          );
+        } catch {
+          done = Promise.resolve();
+        }
+        chunks.push({ start: jobs[0]!.at, done });
+      };
+      const { end } = planSignatureJobs(this.crypto, this.topicId, this.log, this._state, page, i, (job) => {
+        batch.push(job);
+        if (batch.length >= chunkSize) {
+          flush();
+          chunkSize = Math.min(MAX_CHUNK, chunkSize * 2);
+        }
+      });
+      flush();
+      // Entries [i, end) are the planned messages; entry `end` (an update, or one that could not
+      // be planned) is accepted inline before planning again with the state after it.
+      const last = end < page.length ? end + 1 : end;
+      let c = 0;
+      try {
+        for (let j = i; j < last; j++) {
+          while (c < chunks.length && chunks[c]!.start <= j) await chunks[c++]!.done;
+          this.accept(page[j]!.index, page[j]!.entry);
+        }
+      } finally {
+        closed = true;
+        for (const t of added) this.verified.remove(t);
+      }
+      i = last;
+    }
   }
 
   /**

@@ -41,12 +41,27 @@ export function encodeLogEntry(e: LogEntry): Uint8Array {
 }
 
 export function decodeLogEntry(b: Uint8Array): LogEntry {
-  return decodeAll(b, (r) => {
-    if (r.u8() !== LOG_VERSION) throw new RendezvousError('encoding.unknown_version');
-    const type = ENTRY_BY_CODE[r.u8()];
-    if (type === undefined) throw new RendezvousError('encoding.bad_value', 'unknown log entry type');
-    return { type, timestamp: r.u64(), body: r.bytes(MAX_ENTRY_BODY) };
-  });
+  const e = decodeLogEntryView(b);
+  return { type: e.type, timestamp: e.timestamp, body: e.body.slice() };
+}
+
+/**
+ * decodeLogEntry without copying the body: the same checks, in the same order, with the same
+ * errors, but `body` is a view into `b` (valid only while `b` is not changed). For hot paths
+ * that read the body at once (the log monitor, a verifying mirror).
+ */
+export function decodeLogEntryView(b: Uint8Array): LogEntry {
+  const r = new Reader(b);
+  if (r.u8() !== LOG_VERSION) throw new RendezvousError('encoding.unknown_version');
+  const type = ENTRY_BY_CODE[r.u8()];
+  if (type === undefined) throw new RendezvousError('encoding.bad_value', 'unknown log entry type');
+  const timestamp = r.u64();
+  // Reader.bytes(MAX_ENTRY_BODY) then Reader.end(), without the copy.
+  const n = r.varint();
+  if (n > MAX_ENTRY_BODY) throw new RendezvousError('encoding.too_large');
+  if (r.remaining < n) throw new RendezvousError('encoding.truncated');
+  if (r.remaining !== n) throw new RendezvousError('encoding.trailing_bytes');
+  return { type, timestamp, body: b.subarray(r.offset, r.offset + n) };
 }
 
 export function entryLeafHash(crypto: CryptoProvider, e: LogEntry | Uint8Array): Uint8Array {
@@ -173,6 +188,11 @@ export interface MonitorAppend {
   /** false when the entry was already held at this index (a harmless redelivery). */
   appended: boolean;
   leafHash: Uint8Array;
+  /**
+   * The entry as decoded by the monitor (decodeLogEntryView: `body` is a view into the bytes
+   * given to `append`); null for a redelivery, which the monitor does not decode.
+   */
+  entry: LogEntry | null;
 }
 
 /**
@@ -204,7 +224,7 @@ export class LogMonitor {
     const h = entryLeafHash(this.crypto, entry);
     if (index < this.leaves.length) {
       if (!equal(this.leaves[index]!, h)) throw new RendezvousError('log.fork', `entry ${index} differs from the one received before`);
-      return { appended: false, leafHash: h };
+      return { appended: false, leafHash: h, entry: null };
     }
     if (index > this.leaves.length) {
       throw new RendezvousError('log.gap', `entry ${index} arrived but ${index - this.leaves.length} before it are missing`);
@@ -212,17 +232,17 @@ export class LogMonitor {
     const key = toKey(h);
     const earlier = this.seen.get(key);
     if (earlier !== undefined) throw new RendezvousError('log.replay', `entry ${index} repeats entry ${earlier}`);
-    const { timestamp } = decodeLogEntry(entry);
+    const decoded = decodeLogEntryView(entry);
+    const timestamp = decoded.timestamp;
     if (timestamp < this.lastTimestamp) throw new RendezvousError('log.reorder', `entry ${index} is older than the entry before it`);
     this.leaves.push(h);
     this.seen.set(key, index);
     this.lastTimestamp = timestamp;
-    return { appended: true, leafHash: h };
+    return { appended: true, leafHash: h, entry: decoded };
   }
 }
 
 function toKey(h: Uint8Array): string {
-  let s = '';
-  for (const b of h) s += String.fromCharCode(b);
-  return s;
+  // One char per byte (the same key as a byte-by-byte loop), built in one call.
+  return String.fromCharCode.apply(null, h as unknown as number[]);
 }

@@ -31,7 +31,10 @@ import { RendezvousError } from './errors.ts';
 import { equal } from './bytes.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
 
-/** The only primitive this module needs. */
+/**
+ * The only primitive this module needs. `sha256` must not keep its input past the call (this
+ * module reuses its input buffers; see `input` below).
+ */
 export type MerkleHasher = Pick<CryptoProvider, 'sha256'>;
 
 /** Storage of stored hashes, addressed by `storedHashIndex`. */
@@ -56,9 +59,26 @@ export function emptyHash(h: MerkleHasher): Uint8Array {
   return h.sha256(new Uint8Array(0));
 }
 
+/**
+ * Scratch input buffers for the hash calls below, reused instead of allocating one per call
+ * (a verifying client hashes a leaf and one or more nodes per entry; each fresh buffer of more
+ * than 64 bytes is an external allocation the garbage collector must track). Safe because
+ * `sha256` is synchronous and returns a fresh digest: it reads its input during the call and
+ * keeps nothing of it (the provider contract; both providers do so). Grown on demand; inputs
+ * over SCRATCH_MAX get a buffer of their own, so a huge entry does not stay allocated.
+ */
+const SCRATCH_MAX = 64 * 1024;
+let scratch = new Uint8Array(2048);
+
+function input(n: number): Uint8Array {
+  if (n > SCRATCH_MAX) return new Uint8Array(n);
+  if (scratch.length < n) scratch = new Uint8Array(Math.max(n, scratch.length * 2));
+  return scratch.subarray(0, n);
+}
+
 /** SHA-256(0x00 || data) */
 export function leafHash(h: MerkleHasher, data: Uint8Array): Uint8Array {
-  const b = new Uint8Array(1 + data.length);
+  const b = input(1 + data.length);
   b[0] = LEAF_PREFIX;
   b.set(data, 1);
   return h.sha256(b);
@@ -66,7 +86,7 @@ export function leafHash(h: MerkleHasher, data: Uint8Array): Uint8Array {
 
 /** SHA-256(0x01 || left || right) */
 export function nodeHash(h: MerkleHasher, left: Uint8Array, right: Uint8Array): Uint8Array {
-  const b = new Uint8Array(1 + left.length + right.length);
+  const b = input(1 + left.length + right.length);
   b[0] = NODE_PREFIX;
   b.set(left, 1);
   b.set(right, 1 + left.length);
@@ -117,6 +137,12 @@ function trailingZeros(n: number): number {
 
 /** tlog's maxpow2: the largest power of two strictly less than n (1 for n <= 2), and its log. */
 function maxpow2(n: number): [k: number, level: number] {
+  // Fast path: floor(log2(n - 1)) from the leading zeros of a 32-bit value.
+  if (n <= 2) return [1, 0];
+  if (n - 1 <= 0xffffffff) {
+    const level = 31 - Math.clz32(n - 1);
+    return [2 ** level, level];
+  }
   let l = 0;
   while (2 ** (l + 1) < n) l++;
   return [2 ** l, l];
@@ -576,6 +602,8 @@ export function verifyConsistency(
 // ---------------------------------------------------------------------------------------------
 // In-memory log
 
+const ROOT_CACHE_SIZE = 256;
+
 /**
  * The reference in-memory store: the tlog stored hashes in one array. Used by tests, by
  * clients that mirror a topic log, and as the model a server store must agree with.
@@ -584,6 +612,12 @@ export class MemoryLog implements HashReader {
   private readonly h: MerkleHasher;
   private readonly hashes: Uint8Array[] = [];
   private n = 0;
+  /**
+   * Roots already computed, by size (a verifying mirror asks for the root at each message's
+   * head size, and messages sent together share one). Stored hashes are never rewritten, so a
+   * root at a size ≤ n never changes; bounded, oldest dropped first; copies in and out.
+   */
+  private readonly roots = new Map<number, Uint8Array>();
 
   constructor(h: MerkleHasher) {
     this.h = h;
@@ -631,7 +665,12 @@ export class MemoryLog implements HashReader {
   /** The root of the tree of the first `size` records (default: all). */
   root(size: number = this.n): Uint8Array {
     checkSize('tree size', size, 0, this.n);
-    return treeHash(this.h, size, this);
+    const hit = this.roots.get(size);
+    if (hit !== undefined) return hit.slice();
+    const root = treeHash(this.h, size, this);
+    if (this.roots.size >= ROOT_CACHE_SIZE) this.roots.delete(this.roots.keys().next().value!);
+    this.roots.set(size, root.slice());
+    return root;
   }
 
   /** Inclusion proof of record `index` in the tree of the first `size` records. */

@@ -15,7 +15,7 @@
 import { RendezvousError } from './errors.ts';
 import { Reader, Writer, decodeAll } from './encoding.ts';
 import type { CryptoProvider, Random } from './crypto/provider.ts';
-import { SignLabel, signWithLabel, verifyWithLabel } from './sign.ts';
+import { PROTOCOL_PREFIX, SignLabel, signWithLabel } from './sign.ts';
 import { messageKey } from './epoch.ts';
 import { fromUtf8 } from './bytes.ts';
 import { decodeFileRef } from './file.ts';
@@ -73,6 +73,36 @@ export function decodeMessage(b: Uint8Array): Message {
 }
 
 /**
+ * decodeMessage without copies: the same checks, in the same order, with the same errors, but
+ * `nonce`, `ciphertext` and `signature` are views into `b` (valid while `b` is unchanged). For
+ * a verifier that keeps `b` anyway (a client mirror holds every entry it accepted).
+ */
+export function decodeMessageView(b: Uint8Array): Message {
+  const r = new Reader(b);
+  if (r.u8() !== MESSAGE_VERSION) throw new RendezvousError('encoding.unknown_version');
+  const epoch = r.varint();
+  const sender = r.varint();
+  const headSize = r.varint();
+  let o = r.offset;
+  const view = (n: number): Uint8Array => {
+    if (b.length - o < n) throw new RendezvousError('encoding.truncated');
+    o += n;
+    return b.subarray(o - n, o);
+  };
+  const nonce = view(MESSAGE_NONCE_SIZE);
+  const lr = new Reader(b.subarray(o));
+  const n = lr.varint();
+  o += lr.offset;
+  if (n > MAX_MESSAGE_CIPHERTEXT) throw new RendezvousError('encoding.too_large');
+  const ciphertext = view(n);
+  if (ciphertext.length < AEAD_TAG_SIZE) throw new RendezvousError('encoding.bad_value', 'ciphertext shorter than its tag');
+  if (headSize === 0) throw new RendezvousError('encoding.bad_value', 'head size is at least 1');
+  const signature = view(64);
+  if (o !== b.length) throw new RendezvousError('encoding.trailing_bytes');
+  return { epoch, sender, headSize, nonce, ciphertext, signature };
+}
+
+/**
  * The AEAD associated data: everything the signature covers except the ciphertext.
  * struct { u8 version; opaque topic_id[16]; varint epoch; varint sender; varint head_size;
  *          opaque head_root[32]; opaque nonce[16]; }
@@ -93,6 +123,92 @@ function messageAad(topicId: Uint8Array, m: Omit<UnsignedMessage, 'ciphertext'>,
 export function messageTbs(topicId: Uint8Array, m: UnsignedMessage, headRoot: Uint8Array): Uint8Array {
   const aad = messageAad(topicId, m, headRoot);
   return new Writer(aad.length + m.ciphertext.length + 4).raw(aad).bytes(m.ciphertext).finish();
+}
+
+/** `opaque label<V>` of SignContent for messages (sign.ts signContent), encoded once. */
+const MESSAGE_LABEL = new Writer(32).string(PROTOCOL_PREFIX + SignLabel.message).finish();
+
+function varintLength(n: number): number {
+  return n < 0x40 ? 1 : n < 0x4000 ? 2 : 4;
+}
+
+/** Writer.varint into `b` at `o` (QUIC shortest form, at most 30 bits); returns the new offset. */
+function putVarint(b: Uint8Array, o: number, n: number): number {
+  if (n < 0x40) {
+    b[o] = n;
+    return o + 1;
+  }
+  if (n < 0x4000) {
+    b[o] = 0x40 | (n >>> 8);
+    b[o + 1] = n & 0xff;
+    return o + 2;
+  }
+  if (n > 0x3fffffff) throw new RendezvousError('encoding.bad_value', 'varint out of range');
+  b[o] = 0x80 | (n >>> 24);
+  b[o + 1] = (n >>> 16) & 0xff;
+  b[o + 2] = (n >>> 8) & 0xff;
+  b[o + 3] = n & 0xff;
+  return o + 4;
+}
+
+function checkVarint(n: number): void {
+  if (!Number.isInteger(n) || n < 0 || n > 0x3fffffff) throw new RendezvousError('encoding.bad_value', 'varint out of range');
+}
+
+function checkFixed(b: Uint8Array, size: number): void {
+  if (b.length !== size) throw new RendezvousError('encoding.bad_value', `expected ${size} bytes, got ${b.length}`);
+}
+
+/**
+ * signContent(SignLabel.message, messageTbs(topicId, m, headRoot)), written into a buffer of
+ * the exact length that `alloc` returns (the same checks as the Writer-based encoders).
+ */
+function writeSignedContent(topicId: Uint8Array, m: UnsignedMessage, headRoot: Uint8Array, alloc: (n: number) => Uint8Array): Uint8Array {
+  checkFixed(topicId, TOPIC_ID_SIZE);
+  checkVarint(m.epoch);
+  checkVarint(m.sender);
+  checkVarint(m.headSize);
+  checkFixed(headRoot, HASH_SIZE);
+  checkFixed(m.nonce, MESSAGE_NONCE_SIZE);
+  const ct = m.ciphertext;
+  const aadLength = 1 + TOPIC_ID_SIZE + varintLength(m.epoch) + varintLength(m.sender) + varintLength(m.headSize) + HASH_SIZE + MESSAGE_NONCE_SIZE;
+  const contentLength = aadLength + varintLength(ct.length) + ct.length;
+  checkVarint(contentLength);
+  const out = alloc(MESSAGE_LABEL.length + varintLength(contentLength) + contentLength);
+  out.set(MESSAGE_LABEL, 0);
+  let o = putVarint(out, MESSAGE_LABEL.length, contentLength);
+  // The AAD (messageAad), then ciphertext<V> (messageTbs).
+  out[o++] = MESSAGE_VERSION;
+  out.set(topicId, o);
+  o = putVarint(out, o + TOPIC_ID_SIZE, m.epoch);
+  o = putVarint(out, o, m.sender);
+  o = putVarint(out, o, m.headSize);
+  out.set(headRoot, o);
+  out.set(m.nonce, o + HASH_SIZE);
+  o = putVarint(out, o + HASH_SIZE + MESSAGE_NONCE_SIZE, ct.length);
+  out.set(ct, o);
+  return out;
+}
+
+/**
+ * The exact bytes a message signature covers: signContent(SignLabel.message,
+ * messageTbs(topicId, m, headRoot)) (spec §3.3, §8.3), built in one buffer instead of four.
+ * What checkMessage verifies, and what a verifier that checks signatures ahead of time
+ * (the client's parallel sync) must compute. A fresh array.
+ */
+export function messageSignedContent(topicId: Uint8Array, m: UnsignedMessage, headRoot: Uint8Array): Uint8Array {
+  return writeSignedContent(topicId, m, headRoot, (n) => new Uint8Array(n));
+}
+
+/**
+ * checkMessage's buffer for the signed bytes, reused: they are only read during the
+ * (synchronous) ed25519Verify call, which keeps nothing of its input.
+ */
+let signedScratch = new Uint8Array(4096);
+function signedScratchOf(n: number): Uint8Array {
+  if (n > 256 * 1024) return new Uint8Array(n);
+  if (signedScratch.length < n) signedScratch = new Uint8Array(Math.max(n, signedScratch.length * 2));
+  return signedScratch.subarray(0, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,8 +365,9 @@ export function checkMessage(crypto: CryptoProvider, state: TopicState, topicId:
     throw new RendezvousError('log.bad_head', `head size ${m.headSize} is outside [${ctx.epochStartSize}, ${ctx.logSize}]`);
   }
   if (ctx.seen?.(m.nonce)) throw new RendezvousError('topic.replay', 'a message with this nonce is already in the topic');
-  const tbs = messageTbs(topicId, m, ctx.rootAt(m.headSize));
-  if (!verifyWithLabel(crypto, sender.topicKey.signatureKey, SignLabel.message, tbs, m.signature)) {
+  // = verifyWithLabel(crypto, key, SignLabel.message, messageTbs(topicId, m, root), signature)
+  const signed = writeSignedContent(topicId, m, ctx.rootAt(m.headSize), signedScratchOf);
+  if (!crypto.ed25519Verify(sender.topicKey.signatureKey, signed, m.signature)) {
     // Either a forgery or a log that differs from the sender's at head_size; both are
     // rejected the same way because the verifier cannot tell them apart (spec §8.4).
     throw new RendezvousError('crypto.bad_signature', 'message signature does not verify against this log');
