@@ -22,7 +22,7 @@
 import {
   createCipheriv,
   createDecipheriv,
-  createHash,
+  hash,
   createHmac,
   createPrivateKey,
   createPublicKey,
@@ -180,8 +180,10 @@ export function createNodeCrypto(options: NodeCryptoOptions = {}): CryptoProvide
   return {
     name: 'node',
 
-    sha256: (data) => plain(createHash('sha256').update(data).digest()),
-    sha512: (data) => plain(createHash('sha512').update(data).digest()),
+    // crypto.hash (Node ≥ 20.12): one call, about half the cost of createHash for the short
+    // inputs of Merkle nodes and request hashes.
+    sha256: (data) => plain(hash('sha256', data, 'buffer')),
+    sha512: (data) => plain(hash('sha512', data, 'buffer')),
     hmacSha256: (key, data) => hmac(key, data),
 
     hkdfExtract(salt, ikm) {
