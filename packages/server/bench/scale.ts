@@ -481,6 +481,11 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
     // ---- 8. topic operations vs size
     log(`\n[8] topic operations vs size (${C.opSizes.join(', ')} members; ${C.opReps} reps)\n`);
     res.topicOps = [];
+    // Each operation on a connection of its own (fresh-fetch.ts): a 10,000-member build blocks
+    // the runner for seconds, long enough for the server to close the pooled keep-alive sockets
+    // it would otherwise write the update on (EPIPE / "fetch failed", twice in a row).
+    const { withFreshConnections } = await import('./fresh-fetch.ts');
+    await withFreshConnections(async () => {
     for (const n of C.opSizes) {
       if (n > pool.length) {
         log(`  ${n}: skipped (only ${pool.length} users)\n`);
@@ -539,6 +544,7 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
       show('add (shared history)', row.addShared);
       show('add (backward secrecy)', row.addBackwardSecrecy);
     }
+    });
 
     } catch (e) {
       // One section failing does not lose the others' figures.
@@ -568,7 +574,15 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
     log(`  fetched ${entries.length} entries in ${(fetchMs / 1000).toFixed(1)} s (${fmt((entries.length * 1000) / fetchMs)}/s, pages of up to 1,000)\n`);
     const cp = decodeCheckpoint(fromBase64url(checkpoint));
     const myKeyId = topicKeyId({ signatureKey: crypto.ed25519PublicKey(vt.secrets[1]!.signatureSeed) });
-    const verifyOnce = (cr: CryptoProvider) => {
+    // What a Node client does (RendezvousClient.syncTopic with a signatureVerifier): pages of 500
+    // entries, each through TopicMirror.acceptPage, with the message signatures verified ahead by
+    // a worker pool; every other check runs on this thread. Inline = no verifier (one thread).
+    const { VerifyPool } = await import('../../client/src/node/verify-pool.ts');
+    const vpool = new VerifyPool();
+    const PAGE = 500;
+    const pages: { index: number; entry: Uint8Array }[][] = [];
+    for (let i = 0; i < entries.length; i += PAGE) pages.push(entries.slice(i, i + PAGE).map((entry, k) => ({ index: i + k, entry })));
+    const verifyOnce = async (cr: CryptoProvider, verifier: InstanceType<typeof VerifyPool> | null) => {
       const pins = new Map<string, string>();
       const mirror = new TopicMirror(
         cr,
@@ -584,41 +598,92 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
         },
         (id) => (id === myKeyId ? vt.secrets[1] : undefined),
       );
+      // This thread's own CPU time (Linux: /proc/self/task/<pid>/stat, in clock ticks of 10 ms).
+      const mainCpuMs = () => {
+        try {
+          const st = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+          const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+          return (Number(f[11]) + Number(f[12])) * 10;
+        } catch {
+          return NaN;
+        }
+      };
+      const m0 = mainCpuMs();
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
-      for (let i = 0; i < entries.length; i++) mirror.accept(i, entries[i]!);
+      for (const page of pages) await mirror.acceptPage(page, verifier);
       mirror.checkCheckpoint(cp);
       const ms = performance.now() - t0;
+      const c = process.cpuUsage(c0);
+      const mainMs = mainCpuMs() - m0;
       if (mirror.alarms.length > 0) throw new Error(`verify: ${mirror.alarms.length} alarms, first ${mirror.alarms[0]!.code}`);
-      return ms;
+      if (mirror.size !== entries.length || mirror.checkpoint?.size !== cp.size) throw new Error('verify: the mirror did not reach the checkpoint');
+      return { ms, cpuMs: (c.user + c.system) / 1000, mainMs };
     };
-    const vruns: number[] = [];
-    for (let r = 0; r < C.verifyReps; r++) {
-      const ms = verifyOnce(crypto);
-      vruns.push((entries.length * 1000) / ms);
-      log(`  verify run ${r + 1}/${C.verifyReps}: ${fmt((entries.length * 1000) / ms)} entries/s (${(ms / 1000).toFixed(2)} s)\n`);
+    try {
+      // Warm-up: the workers start (tsx, the protocol modules) before the first timed run.
+      await vpool.verifyBatch([]);
+      await verifyOnce(crypto, vpool);
+      log(`  parallel verification: ${vpool.threads} worker threads (${(await import('node:os')).availableParallelism()} cores available), pages of ${PAGE}\n`);
+      const vruns: number[] = [];
+      const iruns: number[] = [];
+      const cpuUs: number[] = [];
+      const mainUs: number[] = [];
+      /** CPU time over wall time: how many cores the process got (a shared machine gives each session a share). */
+      const coresUsed: { pool: number; inline: number; inlineCpuUs: number }[] = [];
+      for (let r = 0; r < C.verifyReps; r++) {
+        // Interleaved, so both see the same machine load.
+        const p = await verifyOnce(crypto, vpool);
+        vruns.push((entries.length * 1000) / p.ms);
+        cpuUs.push((p.cpuMs * 1000) / entries.length);
+        mainUs.push((p.mainMs * 1000) / entries.length);
+        const q = await verifyOnce(crypto, null);
+        iruns.push((entries.length * 1000) / q.ms);
+        const cores = (x: { ms: number; cpuMs: number }) => x.cpuMs / x.ms;
+        coresUsed.push({ pool: cores(p), inline: cores(q), inlineCpuUs: (q.cpuMs * 1000) / entries.length });
+        log(`  verify run ${r + 1}/${C.verifyReps}: ${fmt(vruns.at(-1)!)} entries/s with ${vpool.threads} workers (${(p.ms / 1000).toFixed(2)} s; CPU per entry: all threads ${fmt(cpuUs.at(-1)!)} µs, main thread ${fmt(mainUs.at(-1)!)} µs), ${fmt(iruns.at(-1)!)} entries/s inline (CPU ${fmt(coresUsed.at(-1)!.inlineCpuUs)} µs per entry); cores used: ${coresUsed.at(-1)!.pool.toFixed(2)} with the pool, ${coresUsed.at(-1)!.inline.toFixed(2)} inline\n`);
+      }
+      // One more run inline with every crypto call timed: where each entry's time goes.
+      const { provider: timed, spent } = timedCrypto();
+      const timedMs = (await verifyOnce(timed, null)).ms;
+      const per = (ms: number) => (ms * 1000) / entries.length;
+      const split = Object.fromEntries([...spent].sort((a, b) => b[1].ms - a[1].ms).map(([k, v]) => [k, { usPerEntry: per(v.ms), callsPerEntry: v.calls / entries.length }]));
+      const cryptoUs = [...spent.values()].reduce((a, v) => a + v.ms, 0);
+      // And one with the pool, timed the same way: what is left on the main thread.
+      const { provider: timedP, spent: spentP } = timedCrypto();
+      const timedPMs = (await verifyOnce(timedP, vpool)).ms;
+      const splitP = Object.fromEntries([...spentP].sort((a, b) => b[1].ms - a[1].ms).map(([k, v]) => [k, { usPerEntry: per(v.ms), callsPerEntry: v.calls / entries.length }]));
+      const cryptoPUs = [...spentP.values()].reduce((a, v) => a + v.ms, 0);
+      res.verify = {
+        entries: entries.length,
+        fillSeconds: fill.elapsedMs / 1000,
+        fetchSeconds: fetchMs / 1000,
+        fetchEntriesPerSec: (entries.length * 1000) / fetchMs,
+        workerThreads: vpool.threads,
+        pageSize: PAGE,
+        entriesPerSec: median(vruns),
+        runs: vruns,
+        usPerEntry: 1e6 / median(vruns),
+        cpuUsPerEntryAllThreads: median(cpuUs),
+        cpuUsPerEntryMainThread: median(mainUs),
+        ratioToVerify: median(vruns) / o.verifyPerSec,
+        inline: { entriesPerSec: median(iruns), runs: iruns, usPerEntry: 1e6 / median(iruns), cpuUsPerEntry: median(coresUsed.map((c) => c.inlineCpuUs)) },
+        coresUsed,
+        /** The instrumented runs (timer calls add a little): µs per entry by crypto function, and the rest. */
+        split: { totalUsPerEntry: per(timedMs), restUsPerEntry: per(timedMs - cryptoUs), byFunction: split },
+        splitWithPool: { totalUsPerEntry: per(timedPMs), restUsPerEntry: per(timedPMs - cryptoPUs), byFunction: splitP },
+      };
+      const show = (x: typeof split) =>
+        Object.entries(x)
+          .slice(0, 4)
+          .map(([k, v]) => `${k} ${v.usPerEntry.toFixed(1)} (${v.callsPerEntry.toFixed(2)} calls)`)
+          .join(', ');
+      log(`  median ${fmt(res.verify.entriesPerSec)} entries/s with ${vpool.threads} workers (${res.verify.usPerEntry.toFixed(1)} µs per entry, ${res.verify.ratioToVerify.toFixed(2)}× one core's verify rate); inline ${fmt(res.verify.inline.entriesPerSec)} entries/s (${res.verify.inline.usPerEntry.toFixed(1)} µs per entry)\n`);
+      log(`  instrumented inline run, µs per entry: ${show(split)}, rest ${res.verify.split.restUsPerEntry.toFixed(1)} (total ${res.verify.split.totalUsPerEntry.toFixed(1)})\n`);
+      log(`  instrumented pool run, main thread µs per entry: ${show(splitP)}, rest ${res.verify.splitWithPool.restUsPerEntry.toFixed(1)} (total ${res.verify.splitWithPool.totalUsPerEntry.toFixed(1)})\n`);
+    } finally {
+      await vpool.close();
     }
-    // One more run with every crypto call timed: where each entry's time goes.
-    const { provider: timed, spent } = timedCrypto();
-    const timedMs = verifyOnce(timed);
-    const per = (ms: number) => (ms * 1000) / entries.length;
-    const split = Object.fromEntries([...spent].sort((a, b) => b[1].ms - a[1].ms).map(([k, v]) => [k, { usPerEntry: per(v.ms), callsPerEntry: v.calls / entries.length }]));
-    const cryptoUs = [...spent.values()].reduce((a, v) => a + v.ms, 0);
-    res.verify = {
-      entries: entries.length,
-      fillSeconds: fill.elapsedMs / 1000,
-      fetchSeconds: fetchMs / 1000,
-      fetchEntriesPerSec: (entries.length * 1000) / fetchMs,
-      entriesPerSec: median(vruns),
-      runs: vruns,
-      usPerEntry: 1e6 / median(vruns),
-      ratioToVerify: median(vruns) / o.verifyPerSec,
-      /** The instrumented run (timer calls add a little): µs per entry by crypto function, and the rest. */
-      split: { totalUsPerEntry: per(timedMs), restUsPerEntry: per(timedMs - cryptoUs), byFunction: split },
-    };
-    log(`  median ${fmt(res.verify.entriesPerSec)} entries/s (${res.verify.usPerEntry.toFixed(1)} µs per entry, ${res.verify.ratioToVerify.toFixed(2)}× one core's verify rate); instrumented run, µs per entry: ${Object.entries(split)
-      .slice(0, 4)
-      .map(([k, v]) => `${k} ${v.usPerEntry.toFixed(1)} (${v.callsPerEntry.toFixed(1)} calls)`)
-      .join(', ')}, rest ${res.verify.split.restUsPerEntry.toFixed(1)}\n`);
     entries.length = 0;
 
     } catch (e) {
@@ -693,8 +758,16 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
 
     if (want('11')) try {
     // ---- 11. soak
+    // BENCH_SOAK_SECONDS: a longer (or shorter) soak than the mode's, e.g. for memory diagnostics (bench/soak-memory.ts).
+    if (process.env.BENCH_SOAK_SECONDS) C.soakMs = Number(process.env.BENCH_SOAK_SECONDS) * 1000;
     log(`\n[11] soak: server RSS under ingest load (closed loop, 64 in flight, 8 topics × 4 members) for ${C.soakMs / 1000} s, sampled every ${C.soakSampleMs / 1000} s\n`);
     const st = await makeTopics(server, pool, 8, 4, 0);
+    // A warm-up first (quick 5 s, full 15 s): on a cold server compiled code, V8's heap sizing,
+    // SQLite's page cache and the allocator's free lists grow once; the soak measures what
+    // follows. The RSS before the warm-up is reported too.
+    const soakWarmupMs = o.quick ? 5_000 : 15_000;
+    const rssColdBytes = rss(pid);
+    await poster.ask({ cmd: 'load', url: server.url, senders: st.flatMap((t) => t.users.map((_, i) => senderOf(t, i))), rate: 0, concurrency: 64, durationMs: soakWarmupMs, bodyBytes: 1024 });
     const soakSamples: { s: number; rssBytes: number }[] = [];
     const s0 = performance.now();
     soakSamples.push({ s: 0, rssBytes: rss(pid) });
@@ -723,6 +796,8 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
       msgsPerSec: (soak.acked * 1000) / soak.elapsedMs,
       errors: soak.errors,
       serverCores: (procCpuMs(pid) - soakCpu0) / soak.elapsedMs,
+      rssBeforeWarmupBytes: rssColdBytes,
+      warmupSeconds: soakWarmupMs / 1000,
       rssStartBytes: soakSamples[0]!.rssBytes,
       rssEndBytes: soakSamples.at(-1)!.rssBytes,
       rssMaxBytes: Math.max(...soakSamples.map((x) => x.rssBytes)),
@@ -730,7 +805,7 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
       slopeSecondHalfMBPerMin: slope(half),
       samples: soakSamples,
     };
-    log(`\r  ${fmt(res.soak.msgsPerSec)} msgs/s for ${res.soak.seconds.toFixed(0)} s; RSS ${fmt(res.soak.rssStartBytes / MB)} → ${fmt(res.soak.rssEndBytes / MB)} MB (max ${fmt(res.soak.rssMaxBytes / MB)}); slope ${res.soak.slopeMBPerMin.toFixed(2)} MB/min overall, ${res.soak.slopeSecondHalfMBPerMin.toFixed(2)} MB/min in the second half\n`);
+    log(`\r  ${fmt(res.soak.msgsPerSec)} msgs/s for ${res.soak.seconds.toFixed(0)} s; RSS ${fmt(rssColdBytes / MB)} before a ${soakWarmupMs / 1000} s warm-up, then ${fmt(res.soak.rssStartBytes / MB)} → ${fmt(res.soak.rssEndBytes / MB)} MB (max ${fmt(res.soak.rssMaxBytes / MB)}); slope ${res.soak.slopeMBPerMin.toFixed(2)} MB/min overall, ${res.soak.slopeSecondHalfMBPerMin.toFixed(2)} MB/min in the second half\n`);
     } catch (e) {
       // One section failing does not lose the others' figures.
       log(`\n  section 11 failed: ${String((e as Error)?.stack ?? e)}\n`);

@@ -147,7 +147,16 @@ export interface EventBus {
   onDevice(user: string, deviceId: string, listener: (e: ServerEvent, inOrder: boolean) => void): () => void;
   /** Everything up to `latestSeq` (the store's latest when live delivery starts) counts as emitted. */
   start(latestSeq: number): void;
+  /**
+   * Bumped when the bus stops waiting for a seq that was never announced (MAX_AHEAD): a
+   * connection's store read from before the bump no longer makes it caught up, so its next
+   * signal reads the store again, which returns whatever the gap held.
+   */
+  readonly generation: number;
 }
+
+/** Ranges held while waiting for a missing seq before the bus gives up on it (see generation). */
+export const MAX_AHEAD = 10_000;
 
 /** The seqs an event announces, if it says. */
 function seqRange(e: ServerEvent): [number, number] | null {
@@ -164,6 +173,7 @@ export function createEventBus(): EventBus {
   // in `ahead` (first → last). null until start: then nothing is in order.
   let through: number | null = null;
   const ahead = new Map<number, number>();
+  let generation = 0;
 
   const add = (map: Map<string, Set<DeviceListener>>, key: string, l: DeviceListener) => {
     let set = map.get(key);
@@ -178,6 +188,9 @@ export function createEventBus(): EventBus {
   };
 
   return {
+    get generation() {
+      return generation;
+    },
     emit(e) {
       const range = seqRange(e);
       const inOrder = range !== null && through !== null && range[0] - 1 <= through;
@@ -188,7 +201,16 @@ export function createEventBus(): EventBus {
             ahead.delete(through + 1);
             through = next;
           }
-        } else ahead.set(range[0], range[1]);
+        } else {
+          ahead.set(range[0], range[1]);
+          // A seq that is never announced (an emit lost to an exception, another process
+          // writing) would hold `through` forever and grow `ahead` by a range per commit.
+          if (ahead.size > MAX_AHEAD) {
+            through = Math.max(...ahead.values());
+            ahead.clear();
+            generation++;
+          }
+        }
       }
       for (const l of all) l(e);
       switch (e.kind) {

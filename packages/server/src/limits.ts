@@ -82,6 +82,11 @@ export class RateLimiter {
     this.rates = { ...RATES, ...overrides };
   }
 
+  /** Buckets held now (at most `maxKeys`). */
+  get size(): number {
+    return this.buckets.size;
+  }
+
   /** Takes one token or throws `rate.limited` with a retry hint. */
   take(name: RateName, key: string): void {
     const [capacity, windowMs] = this.rates[name];

@@ -6,7 +6,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createEventBus, liveCommit, type LiveCommit } from '../src/events.ts';
+import { MAX_AHEAD, createEventBus, liveCommit, type LiveCommit } from '../src/events.ts';
 import type { ServerEvent } from '../src/context.ts';
 
 /** A commit of one entry event (seq `first`) and, optionally, membership events after it. */
@@ -63,6 +63,20 @@ describe('event bus', () => {
         [15, true],
       ],
     );
+  });
+
+  it('a seq never announced: after MAX_AHEAD ranges the bus gives up on it and bumps its generation, holding nothing more', () => {
+    const bus = createEventBus();
+    bus.start(1);
+    const { heard } = listen(bus);
+    // Seq 2 is never announced; 3, 4, … are.
+    for (let seq = 3; seq < 3 + MAX_AHEAD; seq++) bus.emit(entry(commit(seq)));
+    assert.equal(bus.generation, 0);
+    assert.ok(heard.every((h) => !h.inOrder), 'nothing after the gap is in order while the bus waits');
+    bus.emit(entry(commit(3 + MAX_AHEAD)));
+    assert.equal(bus.generation, 1, 'gave up on seq 2');
+    bus.emit(entry(commit(4 + MAX_AHEAD)));
+    assert.equal(heard.at(-1)!.inOrder, true, 'in order again after the bump (connections re-read the store first: ws.ts)');
   });
 
   it('a bundle carries its seq; a signal without seqs never advances the order', () => {

@@ -121,14 +121,16 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
     let pumping = false;
     let again = false;
     let closed = false;
-    // Set once a store read has completed after the bus subscription: from then on the shortcut may apply.
-    let caughtUp = false;
+    // The bus generation of the last store read completed after the subscription (null: none
+    // yet): the shortcut applies only while it is the bus's current one.
+    let caughtUp: number | null = null;
     const pump = async () => {
       if (pumping) {
         again = true;
         return;
       }
       pumping = true;
+      const generation = ctx.events.generation;
       try {
         do {
           again = false;
@@ -140,7 +142,7 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
             cursor = batch.cursor;
           }
         } while (again && !closed);
-        caughtUp = true;
+        caughtUp = generation;
       } catch (e) {
         if (!closed) {
           ctx.log.warn({ err: e, deviceId: caller.deviceId }, 'live delivery failed; closing the connection');
@@ -156,7 +158,7 @@ export function attachWebSocket(http: HttpServer, ctx: Context): LiveDelivery {
       if (e.kind === 'device-removed') ws.close(CloseCode.revoked, 'device removed');
       else if (e.kind === 'session-ended') {
         if (e.tokenHash === tokenHash) ws.close(CloseCode.revoked, 'session ended');
-      } else if (e.kind === 'entry' && e.live !== undefined && inOrder && caughtUp && !pumping && !e.live.changed.has(caller.user) && ws.bufferedAmount <= MAX_BUFFERED) {
+      } else if (e.kind === 'entry' && e.live !== undefined && inOrder && caughtUp === ctx.events.generation && !pumping && !e.live.changed.has(caller.user) && ws.bufferedAmount <= MAX_BUFFERED) {
         // Already read from the store (the read ran between the commit and this signal).
         if (cursor >= e.live.lastEntrySeq) return;
         if (cursor >= e.live.first) return void pump();

@@ -127,6 +127,9 @@ export class SqliteStore implements Store {
       // message or claimed key must never come back or vanish.
       db.pragma('synchronous = FULL');
       db.pragma('foreign_keys = ON');
+      // The page cache bounds the store's native memory: 16 MB (better-sqlite3's default, set
+      // here so the bound is visible; SQLite's own default is 2 MB).
+      db.pragma('cache_size = -16000');
       const store = new SqliteStore(db);
       const version = store.schemaVersion();
       if (version > LATEST_SCHEMA_VERSION) throw schemaTooNew(version);
