@@ -36,6 +36,8 @@ export interface StartOptions {
   name?: string;
   /** Extra config-file keys (e.g. `federation`), written beside `rates`. */
   config?: Record<string, unknown>;
+  /** The command's script, default BIN (the sources through tsx); e.g. the built dist/rendezvous.mjs. */
+  bin?: string;
 }
 
 export interface ServerProcess {
@@ -117,7 +119,7 @@ export async function start(dataDir: string, port?: number, opts: StartOptions =
   const configDir = tempDir('rendezvous-config-');
   const config = join(configDir, 'config.json');
   writeFileSync(config, JSON.stringify({ ...opts.config, rates: opts.rates ?? TEST_RATES }));
-  const args = [BIN, 'serve', '--data', dataDir, '--port', String(port), '--name', name, '--config', config];
+  const args = [opts.bin ?? BIN, 'serve', '--data', dataDir, '--port', String(port), '--name', name, '--config', config];
   args.push('--log-level', opts.logLevel ?? 'info');
   const proc = spawn(process.execPath, args, {
     env: childEnv({ RENDEZVOUS_ADMIN_TOKEN: adminToken, ...opts.env }),
