@@ -28,11 +28,7 @@ for (const dir of ['.', ...readdirSync(join(root, 'packages')).map((p) => join('
 const entryPoints = { rendezvous: join(root, 'packages/cli/src/bin.ts') };
 // Worker threads are started from a file beside the module that starts them
 // (new URL('./…-worker.mjs', import.meta.url)): in the bundle, beside dist/rendezvous.mjs.
-const workers = [
-  ['node-verify-pool-worker', 'packages/protocol/src/crypto/node-verify-pool-worker.ts'],
-  ['verify-worker', 'packages/client/src/node/verify-worker.ts'],
-];
-for (const [name, src] of workers) if (existsSync(join(root, src))) entryPoints[name] = join(root, src);
+entryPoints['node-verify-pool-worker'] = join(root, 'packages/protocol/src/crypto/node-verify-pool-worker.ts');
 
 await build({
   entryPoints,

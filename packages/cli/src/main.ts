@@ -112,6 +112,7 @@ async function serve(args: string[]): Promise<number> {
     push: pushOptions(file.push),
     federation: federationOptions(file.federation, values.peer ?? []),
     corsOrigins: corsOrigins(env.RENDEZVOUS_CORS_ORIGINS ?? file.corsOrigins),
+    verifyThreads: verifyThreads(env.RENDEZVOUS_VERIFY_THREADS ?? file.verifyThreads),
     announce: (line) => process.stdout.write(line + '\n'),
   });
   process.stdout.write(`rendezvous server "${server.name}" listening on ${server.url}\n`);
@@ -145,6 +146,14 @@ function rateOverrides(v: unknown, known: Record<string, unknown>): ServerConfig
     out[name] = [pair[0], pair[1]];
   }
   return out as ServerConfig['rates'];
+}
+
+/** `verifyThreads`: worker threads verifying message signatures (0: inline); unset: the server's default. */
+function verifyThreads(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > 64) throw new UsageError('config "verifyThreads": expected a whole number 0–64');
+  return n;
 }
 
 /** `corsOrigins`: "*" (default) or a list of origins; the environment takes a comma-separated list. */

@@ -10,10 +10,10 @@
  * state, an entry is malformed, a server sent something else), the triple simply never matches
  * what the mirror asks about, and the mirror verifies that signature inline.
  *
- * A `SignatureVerifier` (a worker pool in Node: node/verify-pool.ts) verifies the triples; the
- * mirror then accepts every entry in order, on the caller's thread, with every check it always
- * makes, and only a byte-identical triple that verified as valid skips the Ed25519 call
- * (verified-signatures.ts).
+ * A `SignatureVerifier` (a worker pool in Node: the protocol package's VerifyPool, through
+ * node/verify-pool.ts) verifies the triples; the mirror then accepts every entry in order, on the
+ * caller's thread, with every check it always makes, and only a byte-identical triple that
+ * verified as valid skips the Ed25519 call (VerifiedSignatures, protocol verified-signatures.ts).
  *
  * Pure: no I/O; the verifier is injected.
  */
@@ -29,7 +29,7 @@ import {
   type HashReader,
   type TopicState,
 } from '@rendezvous/protocol';
-import type { SignatureTriple } from './verified-signatures.ts';
+import type { SignatureTriple } from '@rendezvous/protocol';
 
 /** Verifies Ed25519 signatures (the provider's strict policy, protocol spec §3.2), in bulk. */
 export interface SignatureVerifier {

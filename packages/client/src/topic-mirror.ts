@@ -26,7 +26,7 @@
  * A page of entries can be accepted with its message signatures verified ahead, in parallel,
  * by an injected SignatureVerifier (`acceptPage`, page-verify.ts): every check is still made
  * here, in order; only an Ed25519 call on a byte-identical (key, signed bytes, signature) triple
- * that the verifier accepted is skipped (verified-signatures.ts).
+ * that the verifier accepted is skipped (VerifiedSignatures, protocol verified-signatures.ts).
  *
  * Pure: no I/O, no clock; crypto and randomness are injected.
  */
@@ -60,9 +60,11 @@ import {
   type TopicKeySecret,
   type TopicState,
   type TopicUpdate,
+  VerifiedSignatures,
+  withVerifiedSignatures,
+  type SignatureTriple,
 } from '@rendezvous/protocol';
 import { planSignatureJobs, type PageEntry, type PlannedJob, type SignatureVerifier } from './page-verify.ts';
-import { VerifiedSignatures, withVerifiedSignatures, type SignatureTriple } from './verified-signatures.ts';
 
 /**
  * Signatures per verifier call in acceptPage: the first calls small, so that answers come back

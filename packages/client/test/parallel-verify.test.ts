@@ -18,13 +18,15 @@ import {
   signTopicUpdate,
   type CryptoProvider,
   type ErrorCode,
+  VerifiedSignatures,
+  withVerifiedSignatures,
+  type SignatureTriple,
 } from '@rendezvous/protocol';
 import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { TopicMirror } from '../src/topic-mirror.ts';
 import { Contacts } from '../src/contacts.ts';
 import type { PageEntry, SignatureVerifier } from '../src/page-verify.ts';
-import { VerifiedSignatures, withVerifiedSignatures, type SignatureTriple } from '../src/verified-signatures.ts';
-import { VerifyPool } from '../src/node/verify-pool.ts';
+import { VerifyPool } from '@rendezvous/protocol/crypto/node-verify-pool';
 import { LogBuilder, TestUser, random } from './log-builder.ts';
 
 const alice = new TestUser('alice@alpha.test');

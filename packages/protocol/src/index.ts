@@ -2,7 +2,8 @@
  * @rendezvous/protocol — the pure protocol core shared by the server and every client
  * (spec: docs/protocol.md). No I/O, no clock, no global randomness: a CryptoProvider and a
  * Random are passed in. Providers live at `@rendezvous/protocol/crypto/node` and
- * `@rendezvous/protocol/crypto/noble` so a browser bundle never pulls in node:crypto.
+ * `@rendezvous/protocol/crypto/noble` so a browser bundle never pulls in node:crypto; a pool of
+ * worker threads that verify Ed25519 signatures (Node) at `@rendezvous/protocol/crypto/node-verify-pool`.
  */
 export * from './errors.ts';
 export * from './bytes.ts';
@@ -23,3 +24,4 @@ export * from './log.ts';
 export * from './topic-builder.ts';
 export * from './auth.ts';
 export * from './federation.ts';
+export * from './verified-signatures.ts';

@@ -5,6 +5,7 @@
  *   npm run bench -- --quick   CI-sized run (well under 2 minutes)
  *   npm run bench -- --profile also writes V8 CPU profiles of the server processes
  *   npm run bench -- --only=1  part 1 only; --only=2: part 2 only (with the limits of section 3)
+ *   npm run bench -- --verify-threads=N  the ingest server's config verifyThreads (0: inline)
  *   npm run bench -- --only=2 --sections=9,10   some sections of part 2
  *
  * Sections, each a median of several runs, each figure with its ratio to a limit measured in
@@ -48,6 +49,8 @@ const quick = process.argv.includes('--quick');
 const profile = process.argv.includes('--profile');
 /** `--only=1`: part 1 (sections 1–5); `--only=2`: part 2 (6–11, with the limits of section 3). */
 const only = /^--only=(\d)$/.exec(process.argv.find((a) => a.startsWith('--only=')) ?? '')?.[1];
+/** `--verify-threads=N`: the ingest server's config `verifyThreads` (default: the server's). */
+const verifyThreadsArg = /^--verify-threads=(\d+)$/.exec(process.argv.find((a) => a.startsWith('--verify-threads=')) ?? '')?.[1];
 const ROOT = resolve(import.meta.dirname, '..', '..', '..');
 const OUT = resolve(ROOT, 'bench-results');
 
@@ -199,7 +202,11 @@ async function serverSections(limits: ReturnType<typeof limitsSection>) {
     rmSync(profDir, { recursive: true, force: true });
     mkdirSync(profDir, { recursive: true });
   }
-  const server = await startBenchServer({ rates: RATES, nodeFlags: profDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`] });
+  const server = await startBenchServer({
+    rates: RATES,
+    nodeFlags: profDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`],
+    ...(verifyThreadsArg === undefined ? {} : { verifyThreads: Number(verifyThreadsArg) }),
+  });
   const gen = new Generator();
   try {
     log(`\n[4/5] ingest: server ${server.url} (pid ${server.proc.pid}), ${CFG.topics} topics × ${CFG.members} members, ${CFG.concurrency} concurrent requests\n`);

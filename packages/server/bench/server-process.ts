@@ -23,11 +23,17 @@ export interface BenchServer {
   stop(): Promise<void>;
 }
 
-export async function startBenchServer(opts: { rates: Record<string, readonly [number, number]>; nodeFlags?: string[]; logLevel?: string }): Promise<BenchServer> {
+export async function startBenchServer(opts: {
+  rates: Record<string, readonly [number, number]>;
+  nodeFlags?: string[];
+  logLevel?: string;
+  /** Config `verifyThreads` (unset: the server's default). */
+  verifyThreads?: number;
+}): Promise<BenchServer> {
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-bench-server-'));
   const dataDir = join(dir, 'data');
   const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({ rates: opts.rates }));
+  writeFileSync(config, JSON.stringify({ rates: opts.rates, ...(opts.verifyThreads === undefined ? {} : { verifyThreads: opts.verifyThreads }) }));
   const port = await freePort();
   const name = `localhost:${port}`;
   const adminToken = `bench-admin-${randomBytes(18).toString('base64url')}`;

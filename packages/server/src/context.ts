@@ -3,7 +3,8 @@
  * rate limits and the in-process event bus. Tests build one with a temp store and a fake clock.
  */
 import { randomBytes } from 'node:crypto';
-import type { CryptoProvider, Random } from '@rendezvous/protocol';
+import { VerifiedSignatures, withVerifiedSignatures, type CryptoProvider, type Random } from '@rendezvous/protocol';
+import type { VerifyPool } from '@rendezvous/protocol/crypto/node-verify-pool';
 import type { Logger } from 'pino';
 import type { Store } from './storage/store.ts';
 import { LIMITS, RateLimiter, type LimitOverrides, type Limits, type RateName } from './limits.ts';
@@ -50,6 +51,23 @@ export interface Context {
   version: string;
   /** Server-to-server transport (protocol §17): discovery, pinned keys, signed requests. */
   federation: Federation;
+  /** Message signatures verified ahead on worker threads (topics.ts postMessage, issue 7). */
+  verify: SignatureVerify;
+}
+
+/**
+ * A message's signature is verified on a worker before its submission takes the topic lock,
+ * against a guess of what checkMessage will verify; a triple the worker found valid is held in
+ * `verified` until the submission ends, and checkMessage gets `crypto`, which answers from
+ * `verified` for that byte-identical triple only (VerifiedSignatures) and verifies everything
+ * else inline.
+ */
+export interface SignatureVerify {
+  /** Null: every signature is verified inline (config `verifyThreads: 0`). */
+  pool: Pick<VerifyPool, 'verify'> | null;
+  verified: VerifiedSignatures;
+  /** `crypto` with ed25519Verify consulting `verified` first: what checkMessage gets. */
+  crypto: CryptoProvider;
 }
 
 export interface ContextOptions {
@@ -68,11 +86,14 @@ export interface ContextOptions {
   serverKeySource?: ServerKeySource;
   /** Federation (docs/server.md §Federation): peers, allow/deny, timeouts. */
   federation?: FederationOptions;
+  /** Worker threads that verify message signatures ahead (server.ts `verifyThreads`); none: inline. */
+  verifyPool?: Pick<VerifyPool, 'verify'> | null;
 }
 
 export function createContext(o: ContextOptions): Context {
   const metrics = createMetrics();
   const now = o.now ?? Date.now;
+  const verified = new VerifiedSignatures();
   const ctx: Omit<Context, 'federation'> & { federation?: Federation } = {
     name: o.name,
     serverSeed: o.serverSeed,
@@ -89,6 +110,7 @@ export function createContext(o: ContextOptions): Context {
     events: createEventBus(),
     metrics,
     version: o.version,
+    verify: { pool: o.verifyPool ?? null, verified, crypto: withVerifiedSignatures(o.crypto, verified) },
   };
   ctx.federation = new Federation(ctx as Context, o.federation);
   return ctx as Context;

@@ -7,11 +7,13 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { getRequestListener } from '@hono/node-server';
 import pino, { type Logger } from 'pino';
 import { fromBase64url, isServerName, toBase64url, utf8, type CryptoProvider } from '@rendezvous/protocol';
 import { nodeCrypto } from '@rendezvous/protocol/crypto/node';
+import { VerifyPool } from '@rendezvous/protocol/crypto/node-verify-pool';
 import { createContext, type Context, type ContextOptions } from './context.ts';
 import { createApp } from './http/app.ts';
 import { attachWebSocket } from './http/ws.ts';
@@ -60,6 +62,17 @@ export interface ServerConfig {
    * `allowPrivate` and `testing` are for development and tests only.
    */
   federation?: FederationOptions;
+  /**
+   * Worker threads that verify message signatures before a post takes its topic's lock (issue 7;
+   * every check still runs on the main thread): 0 verifies inline. Default 1 (0 on a single-core
+   * machine): the main thread is the bottleneck and needs a core of its own.
+   */
+  verifyThreads?: number;
+}
+
+/** The default of ServerConfig.verifyThreads. */
+export function defaultVerifyThreads(): number {
+  return availableParallelism() > 1 ? 1 : 0;
 }
 
 export interface RunningServer {
@@ -128,6 +141,17 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   if (config.serverKey === undefined) await finishInterruptedRotation(config.dataDir, store, crypto);
   const serverSeed = loadServerKey(config.dataDir, config.serverKey, crypto);
   const blobs = await openFsBlobStore(join(config.dataDir, 'blobs'));
+  const verifyThreads = config.verifyThreads ?? defaultVerifyThreads();
+  if (!Number.isSafeInteger(verifyThreads) || verifyThreads < 0) throw new Error('verifyThreads must be a whole number ≥ 0');
+  // Workers start on the first message posted; closed with the server.
+  const verifyPool =
+    verifyThreads > 0
+      ? new VerifyPool({
+          threads: verifyThreads,
+          timeoutMs: 2_000,
+          onFailure: (e) => log.warn({ error: e.message }, 'verify pool: a worker failed; message signatures are verified on the main thread from now on'),
+        })
+      : null;
   const ctx = createContext({
     name,
     serverSeed,
@@ -141,10 +165,12 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     limits: config.limits,
     serverKeySource: config.serverKey !== undefined ? { kind: 'env' } : { kind: 'file', path: join(config.dataDir, 'server.key') },
     federation: config.federation,
+    verifyPool,
   });
   try {
     await initServerKeys(ctx);
   } catch (e) {
+    await verifyPool?.close();
     await store.close();
     throw e;
   }
@@ -200,6 +226,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         const timer = setTimeout(() => http.closeAllConnections(), 10_000);
         await done;
         clearTimeout(timer);
+        await verifyPool?.close();
         await store.close();
         log.info('stopped');
       })();

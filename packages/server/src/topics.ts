@@ -30,6 +30,7 @@ import {
   isRendezvousError,
   incomingMembers,
   memberByUser,
+  messageSignedContent,
   parseUserId,
   signCheckpoint,
   storedHashIndex,
@@ -45,6 +46,7 @@ import {
   consistencyProofIndexes,
   type EntryType,
   type Member,
+  type SignatureTriple,
   type TopicState,
   type TopicUpdate,
 } from '@rendezvous/protocol';
@@ -484,23 +486,53 @@ export async function updateTopic(ctx: Context, caller: Caller, sub: Submission,
 
 export async function postMessage(ctx: Context, caller: Caller, sub: Submission, topicId: Uint8Array, encoded: Uint8Array): Promise<Outcome> {
   const m = decodeMessage(encoded);
-  if ((await loadTopic(ctx, topicId)).state.host !== ctx.name) {
+  const cached = await loadTopic(ctx, topicId);
+  if (cached.state.host !== ctx.name) {
     return forwardSubmission(ctx, caller, sub, topicId, 'message', encoded, (t) => validateMessage(ctx, caller, topicId, t, m));
   }
-  return submit(ctx, caller, sub, topicId, async () => {
-    const t = await loadTopic(ctx, topicId);
-    await validateMessage(ctx, caller, topicId, t, m);
-    const a = await buildAppend(ctx, topicId, t, 'message', encoded);
-    a.batch.nonces = [m.nonce];
-    const outcome: Outcome = { status: 201, body: appendedBody(a) };
-    return {
-      outcome,
-      commit: (idem) =>
-        enqueue(ctx, topicId, a, idem, { ...t, size: a.size, root: a.root, lastTimestamp: a.timestamp }, t.pending, t.state, (b) =>
-          ctx.store.append(topicId, b),
-        ),
-    };
-  });
+  const ahead = await verifyAhead(ctx, topicId, cached, m);
+  try {
+    return await submit(ctx, caller, sub, topicId, async () => {
+      const t = await loadTopic(ctx, topicId);
+      await validateMessage(ctx, caller, topicId, t, m);
+      const a = await buildAppend(ctx, topicId, t, 'message', encoded);
+      a.batch.nonces = [m.nonce];
+      const outcome: Outcome = { status: 201, body: appendedBody(a) };
+      return {
+        outcome,
+        commit: (idem) =>
+          enqueue(ctx, topicId, a, idem, { ...t, size: a.size, root: a.root, lastTimestamp: a.timestamp }, t.pending, t.state, (b) =>
+            ctx.store.append(topicId, b),
+          ),
+      };
+    });
+  } finally {
+    // Used by checkMessage (taken) or not: nothing outlives its submission.
+    if (ahead !== null) ctx.verify.verified.remove(ahead);
+  }
+}
+
+/**
+ * Verifies a message's signature on a worker thread before its submission waits for the topic
+ * lock (issue 7: the main thread is the server's bottleneck): a guess, from the cached topic, of
+ * the triple checkMessage will verify: the sender's signature key in the current state and the
+ * signed bytes over the root at the message's head, when that root is at hand without a read
+ * (the current one, or one the append memo keeps). A triple the worker found valid is added to
+ * ctx.verify.verified and returned (the caller removes it when the submission ends). A wrong
+ * guess (the state or the log moved meanwhile, another sender) never matches what checkMessage
+ * asks, so that signature is verified inline: every check still runs under the lock.
+ */
+async function verifyAhead(ctx: Context, topicId: Uint8Array, t: LoadedTopic, m: ReturnType<typeof decodeMessage>): Promise<SignatureTriple | null> {
+  const { pool, verified } = ctx.verify;
+  if (pool === null) return null;
+  const sender = t.state.members.get(m.sender);
+  if (sender === undefined) return null;
+  const root = m.headSize === t.size ? t.root : appendMemos.get(t.pending)?.roots.get(m.headSize);
+  if (root === undefined) return null;
+  const triple: SignatureTriple = { publicKey: sender.topicKey.signatureKey, message: messageSignedContent(topicId, m, root), signature: m.signature };
+  if (!(await pool.verify(triple))) return null;
+  verified.add(triple);
+  return triple;
 }
 
 /** Every check of protocol §8.4 against the topic as this server holds it, plus: the caller is the sender. */
@@ -525,7 +557,8 @@ async function validateMessage(ctx: Context, caller: Caller, topicId: Uint8Array
     }
   }
   const seen = t.pending.nonces.has(toHex(m.nonce)) || (await ctx.store.hasNonce(topicId, m.nonce));
-  checkMessage(ctx.crypto, t.state, topicId, m, {
+  // ctx.verify.crypto: a signature a worker verified ahead (postMessage) is not verified again.
+  checkMessage(ctx.verify.crypto, t.state, topicId, m, {
     logSize: t.size,
     epochStartSize: t.epochStartSize,
     rootAt: (size) => {

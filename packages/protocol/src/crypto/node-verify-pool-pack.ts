@@ -1,5 +1,5 @@
 /**
- * The wire format between a VerifyPool and its workers: triples packed into one buffer (one copy,
+ * The wire format between a VerifyPool (node-verify-pool.ts) and its workers: triples packed into one buffer (one copy,
  * then transferred instead of cloned): u32 count, then per triple u32 lengths of the public
  * key, the message and the signature, followed by the three byte strings.
  */

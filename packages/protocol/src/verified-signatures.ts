@@ -1,6 +1,7 @@
 /**
- * Signatures already verified elsewhere (a worker thread of the client's parallel sync), kept so
- * that a TopicMirror can skip verifying them a second time.
+ * Signatures already verified elsewhere (on a worker thread: a client's parallel sync, the
+ * server's message posts), kept so that the check that follows (a TopicMirror, checkMessage)
+ * skips verifying them a second time.
  *
  * The one rule that keeps this safe: `take` answers true only for a (public key, signed bytes,
  * signature) triple that is byte for byte one that was added, i.e. one the provider's strict
@@ -12,7 +13,8 @@
  *
  * Pure: no I/O; usable in browsers.
  */
-import { equal, type CryptoProvider } from '@rendezvous/protocol';
+import { equal } from './bytes.ts';
+import type { CryptoProvider } from './crypto/provider.ts';
 
 export interface SignatureTriple {
   readonly publicKey: Uint8Array;

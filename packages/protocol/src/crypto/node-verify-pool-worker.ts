@@ -1,11 +1,11 @@
 /**
- * A VerifyPool worker (verify-pool.ts): verifies packed (public key, message, signature)
+ * A VerifyPool worker (node-verify-pool.ts): verifies packed (public key, message, signature)
  * triples with the node provider's ed25519Verify, the strict pinned policy of protocol spec
  * §3.2 (the very function the main thread would call), and answers 1 (valid) or 0 per triple.
  */
 import { parentPort } from 'node:worker_threads';
-import { nodeCrypto } from '@rendezvous/protocol/crypto/node';
-import { unpackTriples } from './verify-pack.ts';
+import { nodeCrypto } from './node.ts';
+import { unpackTriples } from './node-verify-pool-pack.ts';
 
 const port = parentPort;
 if (port === null) throw new Error('verify-worker: not a worker thread');
