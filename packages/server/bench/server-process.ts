@@ -1,17 +1,25 @@
 /**
- * A real `rendezvous serve` process for benchmarks: its own temp data directory, a config file
+ * A real `rendezvous serve` process for benchmarks, built as `npm start` runs it (dist/): its own temp data directory, a config file
  * raising the rate limits (one load generator plays many users from one address), log level
  * `info` as an operator runs it, and optionally V8 flags such as `--cpu-prof` (which
  * NODE_OPTIONS does not accept).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { freePort } from '../test/process.ts';
 
-const BIN = resolve(import.meta.dirname, '..', '..', 'cli', 'bin', 'rendezvous.mjs');
+const ROOT = resolve(import.meta.dirname, '..', '..', '..');
+/** What `npm start` runs: the command built as plain JavaScript (scripts/build.mjs), built once per suite run. */
+const BIN = join(ROOT, 'dist', 'rendezvous.mjs');
+let built = false;
+function buildOnce(): void {
+  if (built) return;
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build.mjs')], { stdio: 'inherit' });
+  built = true;
+}
 
 export interface BenchServer {
   url: string;
@@ -30,6 +38,7 @@ export async function startBenchServer(opts: {
   /** Config `verifyThreads` (unset: the server's default). */
   verifyThreads?: number;
 }): Promise<BenchServer> {
+  buildOnce();
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-bench-server-'));
   const dataDir = join(dir, 'data');
   const config = join(dir, 'config.json');
