@@ -385,6 +385,12 @@ process.on('message', (m: any) => {
     else if (m.cmd === 'listen') await listen(m.url, m.tokens, m.parallel ?? 64);
     else if (m.cmd === 'arrivals') arrivals(m.clear !== false);
     else if (m.cmd === 'frames') send({ type: 'frames', frames: frames.length, cpuMs: cpuNow() });
+    // Forgets the frames without parsing them (an ingest window's hundreds of thousands of
+    // deliveries: parsing them all into arrivals ran a full run's listeners out of heap).
+    else if (m.cmd === 'drop') {
+      frames = [];
+      send({ type: 'dropped' });
+    }
     else if (m.cmd === 'unlisten') await unlisten();
     else if (m.cmd === 'openloop') await openLoop(m.url, m.rate, m.durationMs);
     else if (m.cmd === 'load') await load(m);

@@ -317,6 +317,10 @@ class Listeners {
       }
     return out;
   }
+  /** Forgets the frames received so far, unparsed. */
+  async drop(): Promise<void> {
+    await Promise.all(this.gens.map((g) => g.ask({ cmd: 'drop' })));
+  }
   async close(): Promise<void> {
     await Promise.all(this.gens.map((g) => g.ask({ cmd: 'unlisten' })));
   }
@@ -728,7 +732,7 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
         cur = await L.frames();
       }
       const drainSeconds = (performance.now() - drain0) / 1000;
-      await L.arrivals(); // drop the ingest deliveries
+      await L.drop(); // forget the ingest deliveries
       await poster.ask({ cmd: 'prepare', senders: ts.map((t) => senderOf(t, 0)), count: Math.round((C.scaleRate * C.scaleLatencyMs) / 1000), bodyBytes: 1024 });
       const lat = await poster.ask({ cmd: 'openloop', url: server.url, rate: C.scaleRate, durationMs: C.scaleLatencyMs });
       const expectPer = c.devices === 'one' ? 1 : c.members;
