@@ -149,31 +149,7 @@ async function latency(base: string, rate: number, durationMs: number, receivers
         }),
     ),
   );
-  const n = Math.min(pool.length, Math.round((rate * durationMs) / 1000));
-  let acked = 0;
-  let errors = 0;
-  let firstError: string | undefined;
-  const inflight: Promise<void>[] = [];
-  const t0 = performance.now() + 50;
-  // Open loop: message i is due at t0 + i/rate whatever happened to the earlier ones; latency is
-  // measured from that due time, so a generator or server that falls behind is not hidden.
-  for (let i = 0; i < n; i++) {
-    const due = t0 + (i * 1000) / rate;
-    const wait = due - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    const p = pool[i]!;
-    sentAt.set(p.nonce, due);
-    inflight.push(
-      postOne(agent, url, p).then(
-        () => void acked++,
-        (e) => {
-          errors++;
-          firstError ??= String(e);
-        },
-      ),
-    );
-  }
-  await Promise.all(inflight);
+  const { sent: n, acked, errors, firstError } = await postOpenLoop(agent, url, rate, durationMs, (nonce, due) => sentAt.set(nonce, due));
   const settleUntil = performance.now() + 5_000;
   while (latencies.length < acked && performance.now() < settleUntil) await new Promise((r) => setTimeout(r, 20));
   for (const ws of sockets) ws.close();
@@ -273,23 +249,30 @@ async function unlisten(): Promise<void> {
   send({ type: 'unlistened' });
 }
 
-/** Open loop over the prepared pool: message i due at t0 + i/rate; returns the absolute due times. */
-async function openLoop(base: string, rate: number, durationMs: number): Promise<void> {
-  const url = new URL(base);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+/**
+ * Posts the prepared pool open loop: message i is due at t0 + i/rate whatever happened to the
+ * earlier ones, and latency is measured from that due time, so a generator or server that falls
+ * behind is not hidden. `onDue` gets each message's nonce (hex) and due time (performance.now()).
+ */
+async function postOpenLoop(
+  agent: http.Agent,
+  url: URL,
+  rate: number,
+  durationMs: number,
+  onDue: (nonce: string, due: number) => void,
+): Promise<{ sent: number; acked: number; errors: number; firstError?: string }> {
   const n = Math.min(pool.length, Math.round((rate * durationMs) / 1000));
-  const due: Record<string, number> = {};
   let acked = 0;
   let errors = 0;
   let firstError: string | undefined;
   const inflight: Promise<void>[] = [];
   const t0 = performance.now() + 50;
   for (let i = 0; i < n; i++) {
-    const d = t0 + (i * 1000) / rate;
-    const wait = d - performance.now();
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     const p = pool[i]!;
-    due[p.nonce] = performance.timeOrigin + d;
+    onDue(p.nonce, due);
     inflight.push(
       postOne(agent, url, p).then(
         () => void acked++,
@@ -301,8 +284,17 @@ async function openLoop(base: string, rate: number, durationMs: number): Promise
     );
   }
   await Promise.all(inflight);
+  return { sent: n, acked, errors, ...(firstError === undefined ? {} : { firstError }) };
+}
+
+/** Open loop over the prepared pool; answers the absolute due times (performance.timeOrigin-based). */
+async function openLoop(base: string, rate: number, durationMs: number): Promise<void> {
+  const url = new URL(base);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const due: Record<string, number> = {};
+  const r = await postOpenLoop(agent, url, rate, durationMs, (nonce, d) => (due[nonce] = performance.timeOrigin + d));
   agent.destroy();
-  send({ type: 'openloop', due, sent: n, acked, errors, firstError });
+  send({ type: 'openloop', due, ...r });
 }
 
 /**

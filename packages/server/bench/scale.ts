@@ -581,7 +581,7 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
     // What a Node client does (RendezvousClient.syncTopic with a signatureVerifier): pages of 500
     // entries, each through TopicMirror.acceptPage, with the message signatures verified ahead by
     // a worker pool; every other check runs on this thread. Inline = no verifier (one thread).
-    const { VerifyPool } = await import('../../client/src/node/verify-pool.ts');
+    const { VerifyPool } = await import('@rendezvous/protocol/crypto/node-verify-pool');
     const vpool = new VerifyPool();
     const PAGE = 500;
     const pages: { index: number; entry: Uint8Array }[][] = [];

@@ -222,10 +222,10 @@ export async function createSession(ctx: Context, deviceId: string, challengeByt
  * Sessions recently found in the store, so that a busy device's requests do not each read it:
  * by token hash (hex), at most SESSION_CACHE_MAX, each trusted for SESSION_CACHE_TTL_MS of real
  * time and never at or past the session's own expiry (the store's `now < expiresAt`, on the
- * context's clock). Every way a session ends in this process drops it at once: logout
- * (endSession), device removal (deleteDevice), user deletion (forgetSessions), and the bus
- * signals `session-ended` and `device-removed` whoever emits them. The TTL bounds only what
- * another process sharing the store may have deleted.
+ * context's clock). Every way a session ends drops it at once, through forgetSessions: logout
+ * (endSession), device removal (deleteDevice) and user deletion (the admin route). Code that
+ * deletes sessions, devices or users must call it too. The TTL bounds only what another process
+ * sharing the store may have deleted.
  */
 interface CachedSession {
   user: string;
@@ -250,10 +250,6 @@ function sessionCache(ctx: Context): SessionCache {
   if (c === undefined) {
     const cache: SessionCache = (c = { byHash: new Map(), generation: 0 });
     sessionCaches.set(ctx, cache);
-    ctx.events.on((e) => {
-      if (e.kind === 'session-ended') dropSession(cache, e.tokenHash);
-      else if (e.kind === 'device-removed') dropSessions(cache, (s) => s.deviceId === e.deviceId);
-    });
   }
   return c;
 }

@@ -242,8 +242,8 @@ export function createEventBus(): EventBus {
       };
     },
     start(latestSeq) {
+      // Nothing waits in `ahead` before a start: ranges are only recorded once `through` is set.
       if (through === null || latestSeq > through) through = latestSeq;
-      for (const [first] of ahead) if (first <= through + 1) ahead.delete(first);
     },
   };
 }

@@ -221,6 +221,16 @@ const appendMemos = new WeakMap<Pending, AppendMemo>();
 /** Small: a memo lives as long as its topic is cached (≈ 2–4 KiB with the edge). */
 const ROOTS_KEPT = 8;
 
+/** The root of the topic's log at `size`, if its memo keeps it. */
+const memoRoot = (t: LoadedTopic, size: number) => appendMemos.get(t.pending)?.roots.get(size);
+
+/** Keeps `root` as the most recently used of a memo's roots. */
+function keepRoot(roots: Map<number, Uint8Array>, size: number, root: Uint8Array): void {
+  roots.delete(size);
+  roots.set(size, root);
+  if (roots.size > ROOTS_KEPT) roots.delete(roots.keys().next().value!);
+}
+
 /**
  * Builds the batch that appends one entry after `size` entries: the log entry, its stored
  * hashes (merkle.ts tlog layout), the new root and a checkpoint signed by this server.
@@ -260,8 +270,7 @@ async function buildAppend(
     if (memo === undefined) appendMemos.set(prev.pending, { edge: hashes, roots: new Map([[n + 1, root]]) });
     else {
       memo.edge = hashes;
-      memo.roots.set(n + 1, root);
-      if (memo.roots.size > ROOTS_KEPT) memo.roots.delete(memo.roots.keys().next().value!);
+      keepRoot(memo.roots, n + 1, root);
     }
   }
   const checkpoint = encodeCheckpoint(signCheckpoint(ctx.crypto, ctx.serverSeed, { origin: ctx.name, topicId, size: n + 1, root, timestamp }));
@@ -527,7 +536,7 @@ async function verifyAhead(ctx: Context, topicId: Uint8Array, t: LoadedTopic, m:
   if (pool === null) return null;
   const sender = t.state.members.get(m.sender);
   if (sender === undefined) return null;
-  const root = m.headSize === t.size ? t.root : appendMemos.get(t.pending)?.roots.get(m.headSize);
+  const root = m.headSize === t.size ? t.root : memoRoot(t, m.headSize);
   if (root === undefined) return null;
   const triple: SignatureTriple = { publicKey: sender.topicKey.signatureKey, message: messageSignedContent(topicId, m, root), signature: m.signature };
   if (!(await pool.verify(triple))) return null;
@@ -544,17 +553,10 @@ async function validateMessage(ctx: Context, caller: Caller, topicId: Uint8Array
   let rootAtHead: Uint8Array | null = null;
   if (m.headSize === t.size) rootAtHead = t.root;
   else if (m.headSize >= 1 && m.headSize < t.size) {
-    rootAtHead = appendMemos.get(t.pending)?.roots.get(m.headSize) ?? null;
-    if (rootAtHead === null) {
-      rootAtHead = treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
-    }
-    // Kept (again) as the most recently used.
+    rootAtHead =
+      memoRoot(t, m.headSize) ?? treeHash(ctx.crypto, m.headSize, hashReaderFromMap(await readHashes(ctx, topicId, t, treeHashIndexes(m.headSize))));
     const roots = appendMemos.get(t.pending)?.roots;
-    if (roots !== undefined) {
-      roots.delete(m.headSize);
-      roots.set(m.headSize, rootAtHead);
-      if (roots.size > ROOTS_KEPT) roots.delete(roots.keys().next().value!);
-    }
+    if (roots !== undefined) keepRoot(roots, m.headSize, rootAtHead);
   }
   const seen = t.pending.nonces.has(toHex(m.nonce)) || (await ctx.store.hasNonce(topicId, m.nonce));
   // ctx.verify.crypto: a signature a worker verified ahead (postMessage) is not verified again.

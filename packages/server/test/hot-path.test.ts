@@ -103,20 +103,6 @@ describe('session cache: revocation takes effect on the very next request', () =
     }
   });
 
-  it('the bus signals end cached sessions, whoever emits them', async () => {
-    const u = await registered('signalled', 2);
-    const a = await u.login(0);
-    const b = await u.login(1);
-    assert.equal((await devices(a)).status, 200);
-    assert.equal((await devices(b)).status, 200);
-    await s.ctx.store.deleteSession(hashOf(a));
-    s.ctx.events.emit({ kind: 'session-ended', tokenHash: toHex(hashOf(a)) });
-    expectError(await devices(a), 401, 'auth.invalid_token');
-    await s.ctx.store.deleteDevice(u.devices[1]!.id);
-    s.ctx.events.emit({ kind: 'device-removed', deviceId: u.devices[1]!.id });
-    expectError(await devices(b), 401, 'auth.invalid_token');
-  });
-
   it('forgetSessions drops a session, a device or a user at once', async () => {
     const u = await registered('forgotten', 2);
     const a = await u.login(0);
