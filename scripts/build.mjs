@@ -29,6 +29,7 @@ const entryPoints = { rendezvous: join(root, 'packages/cli/src/bin.ts') };
 // Worker threads are started from a file beside the module that starts them
 // (new URL('./…-worker.mjs', import.meta.url)): in the bundle, beside dist/rendezvous.mjs.
 entryPoints['node-verify-pool-worker'] = join(root, 'packages/protocol/src/crypto/node-verify-pool-worker.ts');
+entryPoints['sqlite-writer-worker'] = join(root, 'packages/server/src/storage/sqlite-writer-worker.ts');
 
 await build({
   entryPoints,

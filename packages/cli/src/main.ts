@@ -113,6 +113,7 @@ async function serve(args: string[]): Promise<number> {
     federation: federationOptions(file.federation, values.peer ?? []),
     corsOrigins: corsOrigins(env.RENDEZVOUS_CORS_ORIGINS ?? file.corsOrigins),
     verifyThreads: verifyThreads(env.RENDEZVOUS_VERIFY_THREADS ?? file.verifyThreads),
+    writerThread: flag('writerThread', env.RENDEZVOUS_WRITER_THREAD ?? file.writerThread),
     announce: (line) => process.stdout.write(line + '\n'),
   });
   process.stdout.write(`rendezvous server "${server.name}" listening on ${server.url}\n`);
@@ -154,6 +155,13 @@ function verifyThreads(v: unknown): number | undefined {
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > 64) throw new UsageError('config "verifyThreads": expected a whole number 0–64');
   return n;
+}
+
+/** A yes/no setting: true or false (the environment spells them as text); unset: the server's default. */
+function flag(key: string, v: unknown): boolean | undefined {
+  if (v === undefined || typeof v === 'boolean') return v;
+  if (v === 'true' || v === 'false') return v === 'true';
+  throw new UsageError(`config "${key}": expected true or false`);
 }
 
 /** `corsOrigins`: "*" (default) or a list of origins; the environment takes a comma-separated list. */

@@ -63,6 +63,18 @@ describe('checkpoints', () => {
     assertCode(() => verifyCheckpoint(crypto, { ...cp, origin: 'beta.example' }, serverKey), 'log.bad_checkpoint');
     assertCode(() => verifyCheckpoint(crypto, cp, serverKey, new Uint8Array(16)), 'topic.wrong_topic');
   });
+  it('the key id follows the seed, even when the same array is overwritten with another seed', () => {
+    const seed = random(32);
+    const unsigned = { origin: 'alpha.example', topicId, size: 5, root: log.root(), timestamp: 1_700_000_000_000 };
+    const first = signCheckpoint(crypto, seed, unsigned);
+    assert.deepEqual(first.keyId, serverKeyId(crypto, crypto.ed25519PublicKey(seed)));
+    first.keyId.fill(0);
+    assert.deepEqual(signCheckpoint(crypto, seed, unsigned).keyId, serverKeyId(crypto, crypto.ed25519PublicKey(seed)), 'a caller changing a returned keyId changes no later one');
+    seed.set(random(32));
+    const after = signCheckpoint(crypto, seed, unsigned);
+    assert.deepEqual(after.keyId, serverKeyId(crypto, crypto.ed25519PublicKey(seed)));
+    verifyCheckpoint(crypto, after, crypto.ed25519PublicKey(seed), topicId);
+  });
   it('decoder rejects an origin that is not a server name', () => {
     const bad = encodeCheckpoint({ ...cp, origin: 'Not A Name' });
     assertCode(() => decodeCheckpoint(bad), 'encoding.bad_value');

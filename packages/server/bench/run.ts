@@ -6,6 +6,7 @@
  *   npm run bench -- --profile also writes V8 CPU profiles of the server processes
  *   npm run bench -- --only=1  part 1 only; --only=2: part 2 only (with the limits of section 3)
  *   npm run bench -- --verify-threads=N  the ingest server's config verifyThreads (0: inline)
+ *   npm run bench -- --writer-thread=false  the ingest server's config writerThread (A/B)
  *   npm run bench -- --only=2 --sections=9,10   some sections of part 2
  *
  * Sections, each a median of several runs, each figure with its ratio to a limit measured in
@@ -51,12 +52,14 @@ const profile = process.argv.includes('--profile');
 const only = /^--only=(\d)$/.exec(process.argv.find((a) => a.startsWith('--only=')) ?? '')?.[1];
 /** `--verify-threads=N`: the ingest server's config `verifyThreads` (default: the server's). */
 const verifyThreadsArg = /^--verify-threads=(\d+)$/.exec(process.argv.find((a) => a.startsWith('--verify-threads=')) ?? '')?.[1];
+/** `--writer-thread=true|false`: the ingest server's config `writerThread` (default: the server's). */
+const writerThreadArg = /^--writer-thread=(true|false)$/.exec(process.argv.find((a) => a.startsWith('--writer-thread=')) ?? '')?.[1];
 const ROOT = resolve(import.meta.dirname, '..', '..', '..');
 const OUT = resolve(ROOT, 'bench-results');
 
 const CFG = quick
   ? { reps: 3, limitMs: 300, ingestMs: 3_000, ingestPool: 8_000, topics: 8, members: 4, concurrency: 64, latencyRates: [200], latencyMs: 4_000, latencyTopics: 4, clientMs: 300 }
-  : { reps: 5, limitMs: 1_000, ingestMs: 8_000, ingestPool: 30_000, topics: 32, members: 8, concurrency: 128, latencyRates: [1_000, 200], latencyMs: 10_000, latencyTopics: 20, clientMs: 1_000 };
+  : { reps: 5, limitMs: 1_000, ingestMs: 8_000, ingestPool: 60_000, topics: 32, members: 8, concurrency: 128, latencyRates: [1_000, 200], latencyMs: 10_000, latencyTopics: 20, clientMs: 1_000 };
 
 const log = (s: string) => process.stderr.write(s);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -206,6 +209,7 @@ async function serverSections(limits: ReturnType<typeof limitsSection>) {
     rates: RATES,
     nodeFlags: profDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profDir}`],
     ...(verifyThreadsArg === undefined ? {} : { verifyThreads: Number(verifyThreadsArg) }),
+    ...(writerThreadArg === undefined ? {} : { writerThread: writerThreadArg === 'true' }),
   });
   const gen = new Generator();
   try {

@@ -37,12 +37,21 @@ export async function startBenchServer(opts: {
   logLevel?: string;
   /** Config `verifyThreads` (unset: the server's default). */
   verifyThreads?: number;
+  /** Config `writerThread` (unset: the server's default). */
+  writerThread?: boolean;
 }): Promise<BenchServer> {
   buildOnce();
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-bench-server-'));
   const dataDir = join(dir, 'data');
   const config = join(dir, 'config.json');
-  writeFileSync(config, JSON.stringify({ rates: opts.rates, ...(opts.verifyThreads === undefined ? {} : { verifyThreads: opts.verifyThreads }) }));
+  writeFileSync(
+    config,
+    JSON.stringify({
+      rates: opts.rates,
+      ...(opts.verifyThreads === undefined ? {} : { verifyThreads: opts.verifyThreads }),
+      ...(opts.writerThread === undefined ? {} : { writerThread: opts.writerThread }),
+    }),
+  );
   const port = await freePort();
   const name = `localhost:${port}`;
   const adminToken = `bench-admin-${randomBytes(18).toString('base64url')}`;

@@ -29,7 +29,7 @@ import {
 import type { Context } from './context.ts';
 import { LIMITS } from './limits.ts';
 import type { DeviceRow, PinRow, SessionRow } from './storage/store.ts';
-import { once, responseJson, type Outcome, type Submission } from './idempotency.ts';
+import { once, type Outcome, type Submission } from './idempotency.ts';
 import { claimRemoteTopicKey, remoteIdentity } from './federation/forward.ts';
 
 /** The authenticated caller of a device request. */
@@ -363,10 +363,10 @@ export async function uploadTopicKeys(ctx: Context, caller: Caller, sub: Submiss
       return { keyId: topicKeyId(k), encoded: b };
     });
     const bundles = await checkBundles(ctx, caller, up.bundles, u.identityKey);
-    return storeKeyUpload(ctx, caller, sub, bundles, { keys, max: LIMITS.topicKeysPerUser }, (r) => ({
-      count: r.topicKeys,
-      lowWater: LIMITS.lowWater.topicKeys,
-    }));
+    return storeKeyUpload(ctx, caller, sub, bundles, { keys, max: LIMITS.topicKeysPerUser }, {
+      body: { count: null, lowWater: LIMITS.lowWater.topicKeys },
+      countField: 'count',
+    });
   });
 }
 
@@ -377,21 +377,20 @@ async function storeKeyUpload(
   sub: Submission,
   bundles: TopicKeyUpload['bundles'],
   topicKeys: { keys: { keyId: string; encoded: Uint8Array }[]; max: number } | undefined,
-  body: (r: { topicKeys: number | null; bundleIds: number[] }) => Record<string, unknown>,
+  response: { body: Record<string, unknown>; countField?: string },
 ): Promise<Outcome> {
-  let outcome: Outcome | undefined;
   const idempotency = { deviceId: caller.deviceId, clientId: sub.clientId, requestHash: sub.requestHash, createdAt: ctx.now() };
-  const { events } = await ctx.store.addKeyUpload({
+  const stored = await ctx.store.addKeyUpload({
     user: caller.user,
     senderDeviceId: caller.deviceId,
     ...(topicKeys === undefined ? {} : { topicKeys }),
     bundles: bundles.map((b) => ({ recipientDeviceId: b.deviceId, encoded: b.bundle })),
     idempotency,
-    respond: (r) => responseJson((outcome = { status: 201, body: body(r) })),
+    response: { status: 201, ...response },
     now: ctx.now(),
   });
-  for (const e of events) if (e.kind === 'bundle') ctx.events.emit({ kind: 'bundle', deviceId: e.deviceId, seq: e.seq });
-  return outcome!;
+  for (const e of stored.events) if (e.kind === 'bundle') ctx.events.emit({ kind: 'bundle', deviceId: e.deviceId, seq: e.seq });
+  return JSON.parse(stored.response) as Outcome;
 }
 
 async function checkBundles(ctx: Context, caller: Caller, bundles: TopicKeyUpload['bundles'], identityKey: Uint8Array) {
@@ -414,7 +413,7 @@ export async function sendBundles(ctx: Context, caller: Caller, sub: Submission,
     const u = await ctx.store.getUser(caller.user);
     if (u === null) throw new RendezvousError('user.unknown');
     await checkBundles(ctx, caller, bundles, u.identityKey);
-    return storeKeyUpload(ctx, caller, sub, bundles, undefined, (r) => ({ sent: r.bundleIds.length }));
+    return storeKeyUpload(ctx, caller, sub, bundles, undefined, { body: { sent: bundles.length } });
   });
 }
 

@@ -21,6 +21,7 @@ import { startJanitor } from './janitor.ts';
 import { startFederation } from './federation/deliveries.ts';
 import { Push, type PushOptions } from './push.ts';
 import { openSqliteStore } from './storage/sqlite.ts';
+import { openThreadedSqliteStore } from './storage/sqlite-threaded.ts';
 import { openFsBlobStore } from './storage/blobs.ts';
 import type { Store } from './storage/store.ts';
 import type { FederationOptions } from './federation/federation.ts';
@@ -68,6 +69,12 @@ export interface ServerConfig {
    * machine): the main thread is the bottleneck and needs a core of its own.
    */
   verifyThreads?: number;
+  /**
+   * SQLite writes on a thread of their own (storage/sqlite-threaded.ts), so a COMMIT's fsync does
+   * not hold the event loop (issue 7). Default on (off on a single-core machine, where the thread
+   * would only compete with the event loop for the one core).
+   */
+  writerThread?: boolean;
 }
 
 /** The default of ServerConfig.verifyThreads. */
@@ -127,7 +134,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const crypto = config.crypto ?? nodeCrypto;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const log = createLogger(config.logLevel ?? 'info');
-  const store: Store = await openSqliteStore(join(config.dataDir, 'rendezvous.db'));
+  const dbFile = join(config.dataDir, 'rendezvous.db');
+  const store: Store = (config.writerThread ?? availableParallelism() > 1) ? await openThreadedSqliteStore(dbFile) : await openSqliteStore(dbFile);
   await store.migrate();
 
   const name = config.name ?? `localhost:${config.port}`;

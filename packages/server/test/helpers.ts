@@ -26,7 +26,7 @@ import { nodeCrypto as crypto } from '@rendezvous/protocol/crypto/node';
 import { createApp } from '../src/http/app.ts';
 import { createContext, type Context, type ContextOptions } from '../src/context.ts';
 import { createLogger } from '../src/server.ts';
-import { openSqliteStore } from '../src/storage/sqlite.ts';
+import { openThreadedSqliteStore } from '../src/storage/sqlite-threaded.ts';
 import { openFsBlobStore } from '../src/storage/blobs.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
@@ -51,7 +51,8 @@ export async function testServer(
   limits?: ContextOptions['limits'],
 ): Promise<TestServer> {
   const dir = mkdtempSync(join(tmpdir(), 'rendezvous-test-'));
-  const store = await openSqliteStore(join(dir, 'rendezvous.db'));
+  // The store a server runs with by default (server.ts writerThread): writes on their own thread.
+  const store = await openThreadedSqliteStore(join(dir, 'rendezvous.db'));
   await store.migrate();
   const blobs = await openFsBlobStore(join(dir, 'blobs'));
   const clock = { t: 1_764_000_000_000 };

@@ -40,6 +40,12 @@ export interface SqliteStoreOptions {
   migrate?: boolean;
   /** How long a connection waits for another connection's write lock before failing (default 5000 ms). */
   busyTimeoutMs?: number;
+  /**
+   * A connection that may only read (`PRAGMA query_only`): any write through it fails. The
+   * threaded store's main-thread connection (sqlite-threaded.ts) is one, so a write routed to
+   * it by mistake fails loudly instead of taking the write lock on the event loop.
+   */
+  queryOnly?: boolean;
 }
 
 /** Opens (creating if needed) the database at `path`, or a private one for ':memory:'. */
@@ -130,6 +136,7 @@ export class SqliteStore implements Store {
       // The page cache bounds the store's native memory: 16 MB (better-sqlite3's default, set
       // here so the bound is visible; SQLite's own default is 2 MB).
       db.pragma('cache_size = -16000');
+      if (opts.queryOnly === true) db.pragma('query_only = ON');
       const store = new SqliteStore(db);
       const version = store.schemaVersion();
       if (version > LATEST_SCHEMA_VERSION) throw schemaTooNew(version);
@@ -555,8 +562,10 @@ export class SqliteStore implements Store {
         events.push({ seq, kind: 'bundle', deviceId: b.recipientDeviceId });
         return Number(r.lastInsertRowid);
       });
-      this.insertIdempotency({ ...u.idempotency, response: u.respond({ topicKeys, bundleIds }) });
-      return { topicKeys, bundleIds, events };
+      const { status, body, countField } = u.response;
+      const response = JSON.stringify({ status, body: countField === undefined ? body : { ...body, [countField]: topicKeys } });
+      this.insertIdempotency({ ...u.idempotency, response });
+      return { topicKeys, bundleIds, events, response };
     });
   }
 

@@ -124,9 +124,14 @@ export interface KeyUpload {
   senderDeviceId: string;
   topicKeys?: { keys: { keyId: string; encoded: Uint8Array }[]; max: number };
   bundles: { recipientDeviceId: string; encoded: Uint8Array }[];
-  /** The record of the request; its response is made from the result inside the transaction. */
+  /** The record of the request, written in the same transaction. */
   idempotency: Omit<IdempotencyRow, 'response'>;
-  respond: (result: { topicKeys: number | null; bundleIds: number[] }) => string;
+  /**
+   * The record's response (an Outcome of idempotency.ts): `body` as given, except that the field
+   * named by `countField` is set to the user's topic-key count after the upload. Data, not a
+   * callback, so that the write can run on another thread (sqlite-threaded.ts).
+   */
+  response: { status: number; body: Record<string, unknown>; countField?: string };
   now: number;
 }
 
@@ -135,6 +140,8 @@ export interface KeyUploadResult {
   bundleIds: number[];
   /** The `bundle` events written, one per bundle in order. */
   events: WrittenEvent[];
+  /** The response recorded, as stored (JSON text). */
+  response: string;
 }
 
 /**

@@ -781,7 +781,7 @@ export function storeConformance(
           ...(opts.keys === undefined ? {} : { topicKeys: { keys: topicKeys(0, opts.keys), max: opts.max ?? 10 } }),
           bundles: Array.from({ length: opts.bundles ?? 1 }, (_, i) => ({ recipientDeviceId: 'a2', encoded: b(0xb0, i) })),
           idempotency,
-          respond: (r: { topicKeys: number | null; bundleIds: number[] }) => JSON.stringify(r),
+          response: { status: 201, body: { count: null, note: 'kept' }, countField: 'count' },
           now: NOW,
         };
       };
@@ -797,9 +797,12 @@ export function storeConformance(
         const read = (await s.eventsSince(before, alice, 'a2', 10)).filter((e) => e.kind === 'bundle');
         assert.equal(read.length, 2);
         assert.deepEqual(r.events, read.map((e) => ({ seq: e.seq, kind: 'bundle', deviceId: 'a2' })), 'the events written are reported with their seqs');
-        assert.deepEqual(JSON.parse((await s.getIdempotency('a1', 'up-1'))!.response), { topicKeys: r.topicKeys, bundleIds: r.bundleIds });
+        const recorded = (await s.getIdempotency('a1', 'up-1'))!.response;
+        assert.deepEqual(JSON.parse(recorded), { status: 201, body: { count: 3, note: 'kept' } }, 'the count field set, the rest as given');
+        assert.equal(r.response, recorded, 'the response returned is the one stored');
         const onlyBundles = await s.addKeyUpload(upload('up-2', { bundles: 1 }));
         assert.equal(onlyBundles.topicKeys, null);
+        assert.deepEqual(JSON.parse(onlyBundles.response), { status: 201, body: { count: null, note: 'kept' } });
       });
 
       it('is all or nothing: a full key pool or a used client id stores nothing', async () => {

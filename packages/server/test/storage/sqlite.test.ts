@@ -8,16 +8,17 @@ import Database from 'better-sqlite3';
 import { toHex } from '@rendezvous/protocol';
 import { storeConformance } from './conformance.ts';
 import { EVENTS_SINCE_SQL, openSqliteStore, type SqliteStore } from '../../src/storage/sqlite.ts';
+import { openThreadedSqliteStore } from '../../src/storage/sqlite-threaded.ts';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../src/storage/migrations.ts';
 import type { Store } from '../../src/storage/store.ts';
 
 /** A fresh temp directory with the stores opened in it, all closed and deleted by cleanup. */
-async function tempDb() {
+async function tempDb<S extends Store = SqliteStore>(opener: (path: string) => Promise<S> = openSqliteStore as unknown as (path: string) => Promise<S>) {
   const dir = await mkdtemp(join(tmpdir(), 'rendezvous-sqlite-'));
   const file = join(dir, 'rendezvous.db');
   const opened: Store[] = [];
-  const open = async (path = file): Promise<SqliteStore> => {
-    const s = await openSqliteStore(path);
+  const open = async (path = file): Promise<S> => {
+    const s = await opener(path);
     opened.push(s);
     return s;
   };
@@ -30,6 +31,11 @@ async function tempDb() {
 
 storeConformance('sqlite', async () => {
   const t = await tempDb();
+  return { store: await t.open(), reopen: () => t.open(), openBackup: (path) => t.open(path), cleanup: t.cleanup };
+});
+
+storeConformance('sqlite, writes on a writer thread', async () => {
+  const t = await tempDb((path) => openThreadedSqliteStore(path));
   return { store: await t.open(), reopen: () => t.open(), openBackup: (path) => t.open(path), cleanup: t.cleanup };
 });
 
