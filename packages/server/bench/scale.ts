@@ -395,6 +395,85 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
       (res.failed ??= {})['6'] = String(e);
     }
 
+    // Section 8 runs before section 7: the runner then does not yet hold section 7's 10,000
+    // topics, whose garbage collection made every crypto call of the 1,000-member operations
+    // 1.6–2× slower in a complete run (docs/performance.md, "The complete full run").
+    if (want('8')) try {
+    // ---- 8. topic operations vs size
+    log(`\n[8] topic operations vs size (${C.opSizes.join(', ')} members; ${C.opReps} reps)\n`);
+    res.topicOps = [];
+    // Each operation on a connection of its own (fresh-fetch.ts): a 10,000-member build blocks
+    // the runner for seconds, long enough for the server to close the pooled keep-alive sockets
+    // it would otherwise write the update on (EPIPE / "fetch failed", twice in a row).
+    const { withFreshConnections } = await import('./fresh-fetch.ts');
+    await withFreshConnections(async () => {
+    for (const n of C.opSizes) {
+      if (n > pool.length) {
+        log(`  ${n}: skipped (only ${pool.length} users)\n`);
+        continue;
+      }
+      const { topic: t, fig: create } = await createTopic(server, pool.slice(0, n));
+      const ops: Record<string, OpFigure[]> = { rekey: [], remove: [], addShared: [], addBackwardSecrecy: [] };
+      let sp = 0;
+      const removeOne = async () => {
+        const ids = [...t.state.members.keys()].filter((id) => id !== 0);
+        return change(server, t, { type: 'remove', memberId: Math.max(...ids) });
+      };
+      const add = async (force: boolean) => {
+        const u = spare[sp++ % spare.length]!;
+        const k = topicKeys([u])[0]!;
+        t.users.push(u);
+        t.secrets.push(k.secret);
+        return change(server, t, { type: 'add', role: 'participant', topicKey: k.topicKey }, force);
+      };
+      for (let r = 0; r < C.opReps; r++) {
+        ops.rekey!.push(await change(server, t, { type: 'rekey' }));
+        ops.remove!.push(await removeOne());
+        ops.addShared!.push(await add(false));
+        ops.remove!.push(await removeOne());
+        ops.addBackwardSecrecy!.push(await add(true));
+      }
+      let rekeySplit: Record<string, { msTotal: number; calls: number }> | undefined;
+      if (n === 1000 || n === C.opSizes.at(-1)) {
+        // One more re-key with every crypto call timed: where the client's time goes.
+        const { provider, spent } = timedCrypto();
+        const w0 = performance.now();
+        await change(server, t, { type: 'rekey' }, false, provider);
+        const total = performance.now() - w0;
+        rekeySplit = Object.fromEntries([...spent].sort((x, y) => y[1].ms - x[1].ms).map(([k, v]) => [k, { msTotal: v.ms, calls: v.calls }]));
+        log(`  ${String(n).padStart(6)} re-key, crypto calls timed: ${Object.entries(rekeySplit)
+          .slice(0, 5)
+          .map(([k, v]) => `${k} ${v.msTotal.toFixed(0)} ms (${v.calls})`)
+          .join(', ')} of ${total.toFixed(0)} ms including the request\n`);
+      }
+      const med = (xs: OpFigure[]): OpFigure => ({
+        clientMs: median(xs.map((x) => x.clientMs)),
+        applyMs: median(xs.map((x) => x.applyMs)),
+        updateBytes: median(xs.map((x) => x.updateBytes)),
+        bodyBytes: median(xs.map((x) => x.bodyBytes)),
+        members: median(xs.map((x) => x.members)),
+        shares: median(xs.map((x) => x.shares)),
+        serverMs: median(xs.map((x) => x.serverMs)),
+      });
+      const row = { members: n, rekeySplit, create, rekey: med(ops.rekey!), remove: med(ops.remove!), addShared: med(ops.addShared!), addBackwardSecrecy: med(ops.addBackwardSecrecy!) };
+      res.topicOps.push(row);
+      const show = (name: string, f: OpFigure) =>
+        log(`  ${String(n).padStart(6)} ${name.padEnd(22)} client ${f.clientMs.toFixed(1).padStart(7)} ms, apply ${f.applyMs.toFixed(1).padStart(7)} ms, ${fmt(f.updateBytes).padStart(9)} B (${(f.updateBytes / Math.max(1, f.members)).toFixed(0)} B/member), server ${f.serverMs.toFixed(1)} ms\n`);
+      show('create', create);
+      show('re-key', row.rekey);
+      show('remove', row.remove);
+      show('add (shared history)', row.addShared);
+      show('add (backward secrecy)', row.addBackwardSecrecy);
+    }
+    });
+
+    } catch (e) {
+      // One section failing does not lose the others' figures.
+      log(`\n  section 8 failed: ${String((e as Error)?.stack ?? e)}\n`);
+      (res.failed ??= {})['8'] = String(e);
+    }
+
+
     if (want('7')) try {
     // ---- 7. fan-out
     log(`\n[7] fan-out: one message to a topic of ${C.fanoutMembers} connected member devices\n  creating the topic … `);
@@ -479,81 +558,6 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
       // One section failing does not lose the others' figures.
       log(`\n  section 7 failed: ${String((e as Error)?.stack ?? e)}\n`);
       (res.failed ??= {})['7'] = String(e);
-    }
-
-    if (want('8')) try {
-    // ---- 8. topic operations vs size
-    log(`\n[8] topic operations vs size (${C.opSizes.join(', ')} members; ${C.opReps} reps)\n`);
-    res.topicOps = [];
-    // Each operation on a connection of its own (fresh-fetch.ts): a 10,000-member build blocks
-    // the runner for seconds, long enough for the server to close the pooled keep-alive sockets
-    // it would otherwise write the update on (EPIPE / "fetch failed", twice in a row).
-    const { withFreshConnections } = await import('./fresh-fetch.ts');
-    await withFreshConnections(async () => {
-    for (const n of C.opSizes) {
-      if (n > pool.length) {
-        log(`  ${n}: skipped (only ${pool.length} users)\n`);
-        continue;
-      }
-      const { topic: t, fig: create } = await createTopic(server, pool.slice(0, n));
-      const ops: Record<string, OpFigure[]> = { rekey: [], remove: [], addShared: [], addBackwardSecrecy: [] };
-      let sp = 0;
-      const removeOne = async () => {
-        const ids = [...t.state.members.keys()].filter((id) => id !== 0);
-        return change(server, t, { type: 'remove', memberId: Math.max(...ids) });
-      };
-      const add = async (force: boolean) => {
-        const u = spare[sp++ % spare.length]!;
-        const k = topicKeys([u])[0]!;
-        t.users.push(u);
-        t.secrets.push(k.secret);
-        return change(server, t, { type: 'add', role: 'participant', topicKey: k.topicKey }, force);
-      };
-      for (let r = 0; r < C.opReps; r++) {
-        ops.rekey!.push(await change(server, t, { type: 'rekey' }));
-        ops.remove!.push(await removeOne());
-        ops.addShared!.push(await add(false));
-        ops.remove!.push(await removeOne());
-        ops.addBackwardSecrecy!.push(await add(true));
-      }
-      let rekeySplit: Record<string, { msTotal: number; calls: number }> | undefined;
-      if (n === 1000 || n === C.opSizes.at(-1)) {
-        // One more re-key with every crypto call timed: where the client's time goes.
-        const { provider, spent } = timedCrypto();
-        const w0 = performance.now();
-        await change(server, t, { type: 'rekey' }, false, provider);
-        const total = performance.now() - w0;
-        rekeySplit = Object.fromEntries([...spent].sort((x, y) => y[1].ms - x[1].ms).map(([k, v]) => [k, { msTotal: v.ms, calls: v.calls }]));
-        log(`  ${String(n).padStart(6)} re-key, crypto calls timed: ${Object.entries(rekeySplit)
-          .slice(0, 5)
-          .map(([k, v]) => `${k} ${v.msTotal.toFixed(0)} ms (${v.calls})`)
-          .join(', ')} of ${total.toFixed(0)} ms including the request\n`);
-      }
-      const med = (xs: OpFigure[]): OpFigure => ({
-        clientMs: median(xs.map((x) => x.clientMs)),
-        applyMs: median(xs.map((x) => x.applyMs)),
-        updateBytes: median(xs.map((x) => x.updateBytes)),
-        bodyBytes: median(xs.map((x) => x.bodyBytes)),
-        members: median(xs.map((x) => x.members)),
-        shares: median(xs.map((x) => x.shares)),
-        serverMs: median(xs.map((x) => x.serverMs)),
-      });
-      const row = { members: n, rekeySplit, create, rekey: med(ops.rekey!), remove: med(ops.remove!), addShared: med(ops.addShared!), addBackwardSecrecy: med(ops.addBackwardSecrecy!) };
-      res.topicOps.push(row);
-      const show = (name: string, f: OpFigure) =>
-        log(`  ${String(n).padStart(6)} ${name.padEnd(22)} client ${f.clientMs.toFixed(1).padStart(7)} ms, apply ${f.applyMs.toFixed(1).padStart(7)} ms, ${fmt(f.updateBytes).padStart(9)} B (${(f.updateBytes / Math.max(1, f.members)).toFixed(0)} B/member), server ${f.serverMs.toFixed(1)} ms\n`);
-      show('create', create);
-      show('re-key', row.rekey);
-      show('remove', row.remove);
-      show('add (shared history)', row.addShared);
-      show('add (backward secrecy)', row.addBackwardSecrecy);
-    }
-    });
-
-    } catch (e) {
-      // One section failing does not lose the others' figures.
-      log(`\n  section 8 failed: ${String((e as Error)?.stack ?? e)}\n`);
-      (res.failed ??= {})['8'] = String(e);
     }
 
     if (want('9')) try {
