@@ -464,6 +464,10 @@ export async function scaleSections(o: { quick: boolean; verifyPerSec: number; p
       show('remove', row.remove);
       show('add (shared history)', row.addShared);
       show('add (backward secrecy)', row.addBackwardSecrecy);
+      // Deleted (with its log and events) once measured: otherwise every pool device connected
+      // in section 7 would first be sent this topic's history, 10,000-member updates of
+      // 820 KB each, and the listeners ran out of heap holding them.
+      await request(server.url, 'DELETE', `/v1/admin/topics/${t.idB64}`, server.adminToken);
     }
     });
 

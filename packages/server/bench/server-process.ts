@@ -83,6 +83,15 @@ export async function startBenchServer(opts: {
   // Keep draining its output (info-level lines) so the pipe never blocks the server.
   proc.stdout!.removeAllListeners('data');
   proc.stdout!.resume();
+  // A server that dies mid-run says so, with the end of its stderr, instead of leaving only the
+  // runner's "fetch failed".
+  let stopping = false;
+  let errTail = '';
+  proc.stderr!.removeAllListeners('data');
+  proc.stderr!.on('data', (d: Buffer) => (errTail = (errTail + String(d)).slice(-20_000)));
+  proc.once('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`\n  the server (pid ${proc.pid}) exited during the run: code ${code}, signal ${signal}; the end of its stderr:\n${errTail}\n`);
+  });
   return {
     url,
     name,
@@ -90,6 +99,7 @@ export async function startBenchServer(opts: {
     proc,
     dataDir,
     async stop() {
+      stopping = true;
       if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGTERM');
         const t = setTimeout(kill, 15_000);
