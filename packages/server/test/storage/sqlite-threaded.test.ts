@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { isRendezvousError } from '@rendezvous/protocol';
 import { SqliteStore } from '../../src/storage/sqlite.ts';
 import { SqliteWriter, openThreadedSqliteStore } from '../../src/storage/sqlite-threaded.ts';
+import type { Store } from '../../src/storage/store.ts';
 
 async function withDir(fn: (file: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'rendezvous-threaded-'));
@@ -20,6 +21,18 @@ async function withDir(fn: (file: string) => Promise<void>): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A threaded store on a fresh file, closed after `fn`. */
+async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
+  await withDir(async (file) => {
+    const s = await openThreadedSqliteStore(file);
+    try {
+      await fn(s);
+    } finally {
+      await s.close();
+    }
+  });
 }
 
 describe('threaded SQLite store', () => {
@@ -43,42 +56,27 @@ describe('threaded SQLite store', () => {
   });
 
   it('a write resolves only after its commit: the main thread reads it at once', async () => {
-    await withDir(async (file) => {
-      const s = await openThreadedSqliteStore(file);
-      try {
-        const writes = Array.from({ length: 200 }, (_, i) => s.setMeta(`k${i}`, String(i)).then(() => s.getMeta(`k${i}`)));
-        assert.deepEqual(await Promise.all(writes), Array.from({ length: 200 }, (_, i) => String(i)));
-      } finally {
-        await s.close();
-      }
+    await withStore(async (s) => {
+      const writes = Array.from({ length: 200 }, (_, i) => s.setMeta(`k${i}`, String(i)).then(() => s.getMeta(`k${i}`)));
+      assert.deepEqual(await Promise.all(writes), Array.from({ length: 200 }, (_, i) => String(i)));
     });
   });
 
   it('errors cross the thread as they were thrown: a RendezvousError keeps its code', async () => {
-    await withDir(async (file) => {
-      const s = await openThreadedSqliteStore(file);
-      try {
-        const row = { deviceId: 'd', clientId: 'c', requestHash: new Uint8Array(32), response: '{}', createdAt: 1 };
-        await s.putIdempotency(row);
-        await assert.rejects(s.putIdempotency(row), (e: unknown) => isRendezvousError(e, 'store.conflict'));
-      } finally {
-        await s.close();
-      }
+    await withStore(async (s) => {
+      const row = { deviceId: 'd', clientId: 'c', requestHash: new Uint8Array(32), response: '{}', createdAt: 1 };
+      await s.putIdempotency(row);
+      await assert.rejects(s.putIdempotency(row), (e: unknown) => isRendezvousError(e, 'store.conflict'));
     });
   });
 
   it('a view into a larger buffer crosses as its own bytes only', async () => {
-    await withDir(async (file) => {
-      const s = await openThreadedSqliteStore(file);
-      try {
-        const big = new Uint8Array(1 << 20).fill(7);
-        const view = big.subarray(100, 132);
-        await s.putIdempotency({ deviceId: 'd', clientId: 'c', requestHash: view, response: '{}', createdAt: 1 });
-        const got = await s.getIdempotency('d', 'c');
-        assert.deepEqual(got!.requestHash, new Uint8Array(32).fill(7));
-      } finally {
-        await s.close();
-      }
+    await withStore(async (s) => {
+      const big = new Uint8Array(1 << 20).fill(7);
+      const view = big.subarray(100, 132);
+      await s.putIdempotency({ deviceId: 'd', clientId: 'c', requestHash: view, response: '{}', createdAt: 1 });
+      const got = await s.getIdempotency('d', 'c');
+      assert.deepEqual(got!.requestHash, new Uint8Array(32).fill(7));
     });
   });
 
