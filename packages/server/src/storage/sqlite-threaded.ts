@@ -233,9 +233,27 @@ export class SqliteWriter {
       for (const c of calls) this.settle(c.id, e instanceof Error ? e : new Error(String(e)));
       return;
     }
-    for (const c of calls) this.pending.get(c.id)!.sentTo = worker;
+    const sent = (c: Call) => {
+      const p = this.pending.get(c.id);
+      if (p !== undefined) p.sentTo = worker;
+    };
+    try {
+      worker.postMessage(calls);
+      calls.forEach(sent);
+    } catch {
+      // An argument that cannot be cloned (a function, say) is a programming error. Sent one by
+      // one, only that call fails, and the error goes to its caller instead of out of this
+      // detached send.
+      for (const c of calls) {
+        try {
+          worker.postMessage([c]);
+          sent(c);
+        } catch (e) {
+          this.settle(c.id, e instanceof Error ? e : new Error(String(e)));
+        }
+      }
+    }
     worker.ref();
-    worker.postMessage(calls);
   }
 
   private settle(id: number, error: Error | null, result?: unknown): void {

@@ -26,7 +26,12 @@ function sendReplies(): void {
   if (replies.length === 0) return;
   const out = replies;
   replies = [];
-  port.postMessage(out);
+  try {
+    port.postMessage(out);
+  } catch (e) {
+    // A result that cannot be cloned is a programming error; its caller hears of it.
+    port.postMessage(out.map((r) => ({ id: r.id, error: toWireError(e) })));
+  }
 }
 function reply(r: Reply): void {
   replies.push(r);

@@ -121,6 +121,29 @@ describe('threaded SQLite store', () => {
     });
   });
 
+  it('an argument that cannot cross the thread fails its own call only', async () => {
+    await withDir(async (file) => {
+      const w = new SqliteWriter(file, {});
+      try {
+        await w.start();
+        // Asked for in the same turn, so they would cross in one message.
+        const good = w.call('setMeta', ['k', 'v']);
+        const bad = w.call('setMeta', ['j', () => 'v']);
+        await assert.rejects(bad, /could not be cloned/);
+        await good;
+        const s = await SqliteStore.open(file, { migrate: false, queryOnly: true });
+        try {
+          assert.equal(await s.getMeta('k'), 'v');
+          assert.equal(await s.getMeta('j'), null);
+        } finally {
+          await s.close();
+        }
+      } finally {
+        await w.close();
+      }
+    });
+  });
+
   it('the writer thread runs only write methods', async () => {
     await withDir(async (file) => {
       const w = new SqliteWriter(file, {});
