@@ -306,11 +306,19 @@ export class Push {
       }
       let r: SendResult = { outcome: 'retry', status: 0 };
       let failure: string | undefined;
+      // Not AbortSignal.timeout inside AbortSignal.any: the composite holds its sources weakly,
+      // and Node 20 can collect the timeout signal before it fires (nodejs/node#57736), leaving
+      // a send to a provider that never answers hanging for good. The timer's closure holds
+      // this controller strongly until it fires or is cleared.
+      const timeout = new AbortController();
+      const timer = setTimeout(() => timeout.abort(new DOMException('the push provider did not answer in time', 'TimeoutError')), this.o.timeoutMs);
       try {
-        r = await provider.send(sub, AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.timeoutMs)]));
+        r = await provider.send(sub, AbortSignal.any([this.abort.signal, timeout.signal]));
       } catch (err) {
         if (this.closed) return;
         failure = (err as NodeJS.ErrnoException).code ?? (err as Error).name;
+      } finally {
+        clearTimeout(timer);
       }
       const { status, retryAfter, reason } = r;
       if (r.outcome === 'sent') {
