@@ -2,7 +2,7 @@
  * The benchmark suite (issue 7, part 1). Not a test: it prints figures and writes JSON.
  *
  *   npm run bench              full run
- *   npm run bench -- --quick   CI-sized run (well under 2 minutes)
+ *   npm run bench -- --quick   CI-sized run (about 2.5 minutes here)
  *   npm run bench -- --profile also writes V8 CPU profiles of the server processes
  *   npm run bench -- --only=1  part 1 only; --only=2: part 2 only (with the limits of section 3)
  *   npm run bench -- --verify-threads=N  the ingest server's config verifyThreads (0: inline)

@@ -41,6 +41,14 @@ async function size(topic: ScriptedTopic): Promise<number> {
   return r.body.size;
 }
 
+/** `who` posts its own message with one bit of the signature flipped: crypto.bad_signature. */
+async function postFlippedSignature(topic: ScriptedTopic, who: ScriptedUser, text: string, byte: number): Promise<void> {
+  const m = topic.message(who, text);
+  m.signature = Uint8Array.from(m.signature);
+  m.signature[byte]! ^= 1;
+  expectError(await topic.post(who, m), 400, 'crypto.bad_signature');
+}
+
 function assertSetEmpty(what: string): void {
   assert.equal(s.ctx.verify.verified.size, 0, `${what}: nothing left in VerifiedSignatures`);
 }
@@ -98,10 +106,7 @@ describe('message signatures verified on a worker', () => {
     forked.signature = other.message(bob, 'x').signature;
     expectError(await topic.post(bob, forked), 400, 'crypto.bad_signature');
     // One flipped bit of the signature.
-    const flipped = topic.message(alice, 'y');
-    flipped.signature = Uint8Array.from(flipped.signature);
-    flipped.signature[5]! ^= 1;
-    expectError(await topic.post(alice, flipped), 400, 'crypto.bad_signature');
+    await postFlippedSignature(topic, alice, 'y', 5);
     assertSetEmpty('after bad signatures');
     // A valid signature the worker accepts, on a post refused for another reason: bob
     // submitting alice's message, then a replay of an accepted message (new client id).
@@ -120,10 +125,7 @@ describe('message signatures verified on a worker', () => {
     inline = 0;
     assert.equal((await topic.post(alice, topic.message(alice, 'inline'))).status, 201);
     assert.equal(inline, 1, 'verified on the main thread');
-    const bad = topic.message(bob, 'z');
-    bad.signature = Uint8Array.from(bad.signature);
-    bad.signature[0]! ^= 1;
-    expectError(await topic.post(bob, bad), 400, 'crypto.bad_signature');
+    await postFlippedSignature(topic, bob, 'z', 0);
     assertSetEmpty('without the pool');
   });
 
@@ -143,10 +145,7 @@ describe('message signatures verified on a worker', () => {
       inline = 0;
       assert.equal((await topic.post(alice, topic.message(alice, 'after'))).status, 201);
       assert.equal(inline, 1, 'verified inline');
-      const bad = topic.message(bob, 'w');
-      bad.signature = Uint8Array.from(bad.signature);
-      bad.signature[9]! ^= 1;
-      expectError(await topic.post(bob, bad), 400, 'crypto.bad_signature');
+      await postFlippedSignature(topic, bob, 'w', 9);
       assert.equal(await size(topic), 3);
       assertSetEmpty('with a dead worker');
     } finally {

@@ -292,11 +292,10 @@ export class SqliteWriter {
     if (this.closed) return;
     this.closed = true;
     await this.send();
-    const worker = this.worker;
-    if (worker === null) return;
+    if (this.ready === null) return;
     let running: Worker;
     try {
-      running = await this.ready!;
+      running = await this.ready;
     } catch {
       return;
     }

@@ -35,6 +35,28 @@ async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
   });
 }
 
+/** A bare writer thread on a fresh file, closed after `fn`. */
+async function withWriter(fn: (w: SqliteWriter, file: string) => Promise<void>): Promise<void> {
+  await withDir(async (file) => {
+    const w = new SqliteWriter(file, {});
+    try {
+      await fn(w, file);
+    } finally {
+      await w.close();
+    }
+  });
+}
+
+/** The values of meta `keys` as a separate read-only connection sees them. */
+async function metaOf(file: string, ...keys: string[]): Promise<(string | null)[]> {
+  const s = await SqliteStore.open(file, { migrate: false, queryOnly: true });
+  try {
+    return await Promise.all(keys.map((k) => s.getMeta(k)));
+  } finally {
+    await s.close();
+  }
+}
+
 describe('threaded SQLite store', () => {
   it('the read-only connection refuses every write (query_only), so a mis-routed write fails loudly', async () => {
     await withDir(async (file) => {
@@ -87,71 +109,39 @@ describe('threaded SQLite store', () => {
       await s.close();
       await Promise.all(writes);
       await assert.rejects(s.setMeta('late', 'v'), /closed/);
-      const again = await SqliteStore.open(file);
-      try {
-        assert.equal(await again.getMeta('k49'), 'v');
-      } finally {
-        await again.close();
-      }
+      assert.deepEqual(await metaOf(file, 'k0', 'k49'), ['v', 'v']);
     });
   });
 
   it('a writer thread that dies fails the calls it held; the next call starts a new thread', async () => {
-    await withDir(async (file) => {
-      const w = new SqliteWriter(file, {});
-      try {
-        await w.start();
-        await w.call('setMeta', ['before', '1']);
-        const held = w.call('setMeta', ['held', '1']);
-        await w.terminate();
-        // The call may or may not have committed before the thread stopped; it must settle
-        // either way (a client's retry with the same idempotency key finds out which).
-        await held.catch(() => undefined);
-        await w.call('setMeta', ['after', '1']);
-        const s = await SqliteStore.open(file);
-        try {
-          assert.equal(await s.getMeta('before'), '1');
-          assert.equal(await s.getMeta('after'), '1');
-        } finally {
-          await s.close();
-        }
-      } finally {
-        await w.close();
-      }
+    await withWriter(async (w, file) => {
+      await w.start();
+      await w.call('setMeta', ['before', '1']);
+      const held = w.call('setMeta', ['held', '1']);
+      await w.terminate();
+      // The call may or may not have committed before the thread stopped; it must settle
+      // either way (a client's retry with the same idempotency key finds out which).
+      await held.catch(() => undefined);
+      await w.call('setMeta', ['after', '1']);
+      assert.deepEqual(await metaOf(file, 'before', 'after'), ['1', '1']);
     });
   });
 
   it('an argument that cannot cross the thread fails its own call only', async () => {
-    await withDir(async (file) => {
-      const w = new SqliteWriter(file, {});
-      try {
-        await w.start();
-        // Asked for in the same turn, so they would cross in one message.
-        const good = w.call('setMeta', ['k', 'v']);
-        const bad = w.call('setMeta', ['j', () => 'v']);
-        await assert.rejects(bad, /could not be cloned/);
-        await good;
-        const s = await SqliteStore.open(file, { migrate: false, queryOnly: true });
-        try {
-          assert.equal(await s.getMeta('k'), 'v');
-          assert.equal(await s.getMeta('j'), null);
-        } finally {
-          await s.close();
-        }
-      } finally {
-        await w.close();
-      }
+    await withWriter(async (w, file) => {
+      await w.start();
+      // Asked for in the same turn, so they would cross in one message.
+      const good = w.call('setMeta', ['k', 'v']);
+      const bad = w.call('setMeta', ['j', () => 'v']);
+      await assert.rejects(bad, /could not be cloned/);
+      await good;
+      assert.deepEqual(await metaOf(file, 'k', 'j'), ['v', null]);
     });
   });
 
   it('the writer thread runs only write methods', async () => {
-    await withDir(async (file) => {
-      const w = new SqliteWriter(file, {});
-      try {
-        await assert.rejects(w.call('getMeta', ['k']), /does not run getMeta/);
-      } finally {
-        await w.close();
-      }
+    await withWriter(async (w) => {
+      await assert.rejects(w.call('getMeta', ['k']), /does not run getMeta/);
     });
   });
 });
